@@ -1,0 +1,101 @@
+"""Turning a segmenter's logits and a target into the label maps the structure analyzer reads.
+
+Conventions: logits ``[B, C, H, W]`` (``C == num_classes``, or 1 for a binary segmenter that emits
+sigmoid logits), targets ``[B, H, W]`` integer class indices, ``ignore_index`` marks void pixels
+(None: no pixel is void). All maps are float32, and all-zero at ignored pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "validate_logits_and_target",
+    "ignored_pixels",
+    "one_hot_target",
+    "class_probabilities",
+    "hard_negative",
+    "as_class_logits",
+]
+
+
+def validate_logits_and_target(
+    logits: Tensor, target: Tensor, num_classes: int, ignore_index: int | None
+) -> Tensor:
+    """Check shapes and label values; return the target as int64 ``[B, H, W]``.
+
+    Accepts a target of shape ``[B, 1, H, W]`` too. Raises ``ValueError`` naming the offending shape
+    or value and what was expected.
+    """
+    if logits.dim() != 4:
+        raise ValueError(f"logits must be [B, C, H, W], got shape {list(logits.shape)}")
+    if logits.shape[1] not in (num_classes, 1) or (logits.shape[1] == 1 and num_classes != 2):
+        expected = f"{num_classes}" + (" or 1 (binary sigmoid logits)" if num_classes == 2 else "")
+        raise ValueError(f"logits have {logits.shape[1]} channels, expected {expected} (num_classes={num_classes})")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be floating point, got {logits.dtype}")
+    if target.dim() == 4 and target.shape[1] == 1:
+        target = target[:, 0]
+    expected_shape = [logits.shape[0], *logits.shape[2:]]
+    if list(target.shape) != expected_shape:
+        raise ValueError(
+            f"target must be [B, H, W] = {expected_shape} to match logits {list(logits.shape)}, got "
+            f"{list(target.shape)}; resize the logits to the label size before the loss"
+        )
+    if target.is_floating_point() or target.dtype == torch.bool:
+        raise ValueError(f"target must hold integer class indices, got dtype {target.dtype}")
+    target = target.long()
+    out_of_range = (target < 0) | (target >= num_classes)
+    if ignore_index is not None:
+        out_of_range &= target != ignore_index
+    if bool(out_of_range.any()):
+        bad = torch.unique(target[out_of_range])[:5].tolist()
+        allowed = f"[0, {num_classes})" + (f" or the ignore index {ignore_index}" if ignore_index is not None else "")
+        raise ValueError(f"target holds labels {bad}, expected values in {allowed}")
+    return target
+
+
+def ignored_pixels(target: Tensor, ignore_index: int | None) -> Tensor | None:
+    """``[B, H, W]`` bool, True where ``target == ignore_index``; None if nothing is ignored."""
+    if ignore_index is None:
+        return None
+    ignored = target == ignore_index
+    return ignored if bool(ignored.any()) else None
+
+
+def one_hot_target(target: Tensor, num_classes: int, ignored: Tensor | None) -> Tensor:
+    """One-hot ground truth ``[B, C, H, W]`` float32, all-zero at ignored pixels."""
+    safe = target.masked_fill(ignored, 0) if ignored is not None else target
+    one_hot = F.one_hot(safe, num_classes).permute(0, 3, 1, 2).float()
+    return _zero_ignored(one_hot, ignored)
+
+
+def class_probabilities(logits: Tensor, ignored: Tensor | None) -> Tensor:
+    """Per-class probabilities ``[B, C, H, W]`` float32 (softmax; ``[1 - p, p]`` for 1-channel logits).
+
+    Computed in float32 even under autocast; all-zero at ignored pixels, so an ignored pixel's
+    logits cannot reach any analyzer feature.
+    """
+    probabilities = torch.softmax(as_class_logits(logits).float(), dim=1)
+    return _zero_ignored(probabilities, ignored)
+
+
+def hard_negative(logits: Tensor, num_classes: int, ignored: Tensor | None) -> Tensor:
+    """One-hot of the predicted class ``[B, C, H, W]`` float32, detached, zero at ignored pixels."""
+    predicted = as_class_logits(logits.detach()).argmax(dim=1)
+    return one_hot_target(predicted, num_classes, ignored)
+
+
+def as_class_logits(logits: Tensor) -> Tensor:
+    """C-channel logits; binary 1-channel logits z become ``[0, z]`` (softmax of it = [1-sigmoid(z), sigmoid(z)])."""
+    if logits.shape[1] != 1:
+        return logits
+    return torch.cat([torch.zeros_like(logits), logits], dim=1)
+
+
+def _zero_ignored(maps: Tensor, ignored: Tensor | None) -> Tensor:
+    if ignored is None:
+        return maps
+    return maps * (~ignored).unsqueeze(1).to(maps.dtype)

@@ -1,0 +1,156 @@
+"""The three ASM losses as pure functions.
+
+Notation (``docs/method.md``): ``n(f)`` is channel-wise L2 normalisation of a feature map at every
+pixel, ``d_l(u, v) = ||n(F_l(u)) - n(F_l(v))||^2`` per pixel (in [0, 4]) for analyzer layer ``l``.
+Features are dicts ``layer name -> [B, K_l, h_l, w_l]``; ``valid`` masks are dicts
+``layer name -> [B, h_l, w_l]`` bool (None: every position is valid). Means are over valid positions
+only (the released code averages over all positions, which is the same when nothing is ignored).
+Normalisation, distances and the hinge run in float32 whatever the input dtype (autocast-safe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "structure_distance",
+    "masked_mean",
+    "layer_matching_distances",
+    "matching_loss",
+    "layer_hinge_losses",
+    "adversarial_hinge_loss",
+    "reconstruction_loss",
+    "cross_entropy_over_valid",
+]
+
+Features = Mapping[str, Tensor]
+ValidMasks = Mapping[str, Tensor] | None
+
+# TensorFlow's l2_normalize divides by sqrt(max(sum x^2, 1e-12)), i.e. a norm floor of 1e-6.
+_NORM_EPS = 1e-6
+
+
+def structure_distance(features_a: Tensor, features_b: Tensor) -> Tensor:
+    """Squared distance of channel-normalised features, ``[B, K, h, w]`` x2 -> ``[B, h, w]`` float32.
+
+    An all-zero feature vector normalises to zero, so ignored positions contribute 0.
+    """
+    if features_a.shape != features_b.shape:
+        raise ValueError(f"feature shapes differ: {list(features_a.shape)} vs {list(features_b.shape)}")
+    a = F.normalize(features_a.float(), dim=1, eps=_NORM_EPS)
+    b = F.normalize(features_b.float(), dim=1, eps=_NORM_EPS)
+    return (a - b).pow(2).sum(dim=1)
+
+
+def masked_mean(values: Tensor, valid: Tensor | None) -> Tensor:
+    """Mean of ``values [B, h, w]`` over positions where ``valid`` is True (all when None).
+
+    With no valid position the result is 0 (still connected to the graph), never NaN.
+    """
+    if valid is None:
+        return values.mean()
+    weights = valid.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def _check_layers(features_a: Features, features_b: Features, valid: ValidMasks) -> None:
+    if set(features_a) != set(features_b):
+        raise ValueError(f"feature layers differ: {sorted(features_a)} vs {sorted(features_b)}")
+    if valid is not None and not set(features_a) <= set(valid):
+        raise ValueError(f"valid masks missing for layers {sorted(set(features_a) - set(valid))}")
+
+
+def layer_matching_distances(
+    prediction_features: Features, target_features: Features, valid: ValidMasks = None
+) -> dict[str, Tensor]:
+    """Per layer, the mean of ``d_l(y, S(x))`` over valid positions: scalars keyed by layer name."""
+    _check_layers(prediction_features, target_features, valid)
+    return {
+        name: masked_mean(
+            structure_distance(prediction_features[name], target_features[name]),
+            valid[name] if valid is not None else None,
+        )
+        for name in prediction_features
+    }
+
+
+def matching_loss(prediction_features: Features, target_features: Features, valid: ValidMasks = None) -> Tensor:
+    """The segmenter's loss ``L_S = sum_l mean d_l(y, softmax(logits))``, a float32 scalar.
+
+    Args:
+        prediction_features: analyzer features of the segmenter's probabilities, layer -> ``[B, K, h, w]``.
+        target_features: analyzer features of the one-hot ground truth, same layers and shapes.
+        valid: layer -> ``[B, h, w]`` bool, or None.
+
+    Example:
+        >>> f = {"conv1": torch.randn(2, 16, 8, 8)}
+        >>> float(matching_loss(f, f))
+        0.0
+    """
+    return torch.stack(list(layer_matching_distances(prediction_features, target_features, valid).values())).sum()
+
+
+def layer_hinge_losses(
+    negative_features: Features,
+    target_features: Features,
+    valid: ValidMasks = None,
+    margin: float = 0.8,
+) -> dict[str, Tensor]:
+    """Per layer, the mean of ``max(0, margin - d_l(y, neg))`` over valid positions."""
+    _check_layers(negative_features, target_features, valid)
+    return {
+        name: masked_mean(
+            torch.relu(margin - structure_distance(negative_features[name], target_features[name])),
+            valid[name] if valid is not None else None,
+        )
+        for name in negative_features
+    }
+
+
+def adversarial_hinge_loss(
+    negative_features: Features,
+    target_features: Features,
+    valid: ValidMasks = None,
+    margin: float = 0.8,
+) -> Tensor:
+    """The analyzer's adversarial loss ``sum_l mean max(0, m - d_l(y, neg))`` (unweighted), float32 scalar.
+
+    The analyzer *minimises* it, i.e. pushes the distance between the ground truth and the hard
+    negative ``one_hot(argmax(logits))`` up to the margin: a bounded version of "maximise the
+    matching loss". Where the negative equals the ground truth the distance is 0 and the hinge is
+    the constant ``margin`` with no gradient. The caller multiplies by the adversarial weight.
+
+    Args:
+        negative_features: analyzer features of the hard negative, layer -> ``[B, K, h, w]``.
+        target_features: analyzer features of the ground truth, same layers and shapes.
+        valid: layer -> ``[B, h, w]`` bool, or None.
+        margin: hinge margin ``m`` (released: 0.8; distances lie in [0, 4]).
+    """
+    return torch.stack(list(layer_hinge_losses(negative_features, target_features, valid, margin).values())).sum()
+
+
+def cross_entropy_over_valid(logits: Tensor, target: Tensor, ignore_index: int | None = 255) -> Tensor:
+    """Cross-entropy ``[B, C, H, W]`` logits vs ``[B, H, W]`` labels, mean over non-ignored pixels.
+
+    Float32 whatever the input dtype; 0 (not NaN) when every pixel is ignored.
+    """
+    if ignore_index is None:
+        return F.cross_entropy(logits.float(), target)
+    ignored = target == ignore_index
+    per_pixel = F.cross_entropy(logits.float(), target.masked_fill(ignored, 0), reduction="none")
+    return masked_mean(per_pixel, ~ignored)
+
+
+def reconstruction_loss(reconstruction_logits: Tensor, target: Tensor, ignore_index: int | None = 255) -> Tensor:
+    """Structure regularisation: cross-entropy of R(A(y)) against y over valid pixels, float32 scalar.
+
+    Args:
+        reconstruction_logits: ``[B, C, H, W]`` logits of the analyzer's reconstruction R(A(y)).
+        target: ``[B, H, W]`` int64 class indices.
+        ignore_index: label of void pixels, or None. With no valid pixel the loss is 0.
+    """
+    return cross_entropy_over_valid(reconstruction_logits, target, ignore_index)

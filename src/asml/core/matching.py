@@ -1,0 +1,286 @@
+"""``AdversarialStructureMatching``: the whole method as one drop-in loss module.
+
+One call per training step, ``loss = asm(logits, target)``:
+
+1. (training mode, gradients enabled) the analyzer's update on this batch: the adversarial hinge
+   between the ground truth and the hard negative ``one_hot(argmax(logits))`` with the decaying
+   weight ``w_adv(t)``, plus the reconstruction loss R(A(y)) vs y; SGD step of the analyzer's own
+   optimizer and LR schedule. Nothing of it reaches the segmenter (the negative is detached).
+2. the segmenter's loss with the *updated* analyzer, as the released code orders the two updates:
+   ``matching_weight * L_S + ce_weight * CE``, where ``L_S`` compares analyzer features of the
+   softmax prediction and of the one-hot ground truth. The analyzer's parameters are detached in
+   this pass, so ``loss.backward()`` never produces gradients on the analyzer.
+
+Cost: the hard negatives and the ground truth share one analyzer pass up to the deepest matched
+layer; only the ground truth continues through the decoder for the reconstruction. The segmenter's
+pass stops at the deepest matched layer (conv2 by default) and runs the ground truth without autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from asml.core.analyzer import RELEASED_WIDTHS, StructureAnalyzer
+from asml.core.distributed import average_gradients, broadcast_parameters
+from asml.core.label_maps import (
+    as_class_logits,
+    class_probabilities,
+    hard_negative,
+    ignored_pixels,
+    one_hot_target,
+    validate_logits_and_target,
+)
+from asml.core.losses import (
+    cross_entropy_over_valid,
+    layer_hinge_losses,
+    layer_matching_distances,
+    reconstruction_loss,
+)
+
+__all__ = ["AdversarialStructureMatching", "PolyDecay"]
+
+
+class PolyDecay:
+    """LR factor ``(1 - t / total_steps) ** power`` (0 after the end); 1 when ``total_steps`` is None.
+
+    A class rather than a lambda so that ``LambdaLR.state_dict()`` can save it as plain numbers.
+    """
+
+    def __init__(self, total_steps: int | None, power: float) -> None:
+        self.total_steps = total_steps
+        self.power = power
+
+    def __call__(self, step: int) -> float:
+        if self.total_steps is None:
+            return 1.0
+        return max(0.0, 1.0 - step / self.total_steps) ** self.power
+
+
+class AdversarialStructureMatching(nn.Module):
+    """Adversarial Structure Matching loss with its own structure analyzer, optimizer and schedule.
+
+    Args:
+        num_classes: number of classes of the label maps (2 for figure-ground; a binary segmenter
+            may then emit 1-channel sigmoid logits).
+        ignore_index: label of void pixels (None: none). An ignored pixel's logits change no loss.
+        matched_layers: analyzer layers compared by the matching and hinge losses (released: conv1, conv2).
+        margin: hinge margin of the analyzer's adversarial loss; distances lie in [0, 4] (released 0.8).
+        adversarial_weight: initial weight ``w_adv`` of the hinge (released 0.012).
+        adversarial_decay: ``w_adv`` decays geometrically to this fraction of its initial value over
+            ``total_steps`` (released 0.1, i.e. ``w_adv(t) = 0.012 * 10**(-t/T)``).
+        total_steps: length of training T, for the weight decay and the analyzer's poly LR. None: both
+            stay constant (pass it to reproduce the released schedule).
+        reconstruction_weight: weight of the analyzer's reconstruction (structure-regularisation) loss (released 1).
+        matching_weight: weight of the matching loss in the segmenter's loss (released 1).
+        ce_weight: weight of an added cross-entropy term on the segmenter (released 0: off).
+        analyzer_lr, analyzer_momentum, lr_power: the analyzer's SGD (released 1e-2, 0.9, poly power 0.9).
+        analyzer_weight_decay: L2 on the analyzer's convolution kernels, not biases (released 5e-4).
+        analyzer_widths: encoder widths of the default analyzer (released 16, 64, 128, 128, 128).
+        analyzer: a ready ``StructureAnalyzer`` to use instead (its ``in_channels`` must be ``(num_classes,)``).
+
+    Example (one training step; see the README for the whole loop):
+        >>> asm = AdversarialStructureMatching(num_classes=3, total_steps=1000)
+        >>> logits = torch.randn(2, 3, 64, 64, requires_grad=True)
+        >>> loss = asm(logits, torch.randint(0, 3, (2, 64, 64)))
+        >>> loss.backward()
+
+    Under ``torch.distributed`` the analyzer's gradients are averaged across processes, so every
+    process holds the same analyzer; do not wrap this module in DistributedDataParallel.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        ignore_index: int | None = 255,
+        matched_layers: Sequence[str] = ("conv1", "conv2"),
+        margin: float = 0.8,
+        adversarial_weight: float = 0.012,
+        adversarial_decay: float = 0.1,
+        total_steps: int | None = None,
+        reconstruction_weight: float = 1.0,
+        matching_weight: float = 1.0,
+        ce_weight: float = 0.0,
+        analyzer_lr: float = 1e-2,
+        analyzer_momentum: float = 0.9,
+        analyzer_weight_decay: float = 5e-4,
+        lr_power: float = 0.9,
+        analyzer_widths: Sequence[int] = RELEASED_WIDTHS,
+        analyzer: StructureAnalyzer | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(
+                f"num_classes must be >= 2, got {num_classes}; binary segmentation has 2 classes "
+                "(background, foreground), and 1-channel sigmoid logits are accepted with num_classes=2"
+            )
+        if total_steps is not None and total_steps < 1:
+            raise ValueError(f"total_steps must be a positive number of steps or None, got {total_steps}")
+        if isinstance(matched_layers, str):
+            matched_layers = (matched_layers,)
+        if not matched_layers:
+            raise ValueError("matched_layers must name at least one analyzer layer, e.g. ('conv1', 'conv2')")
+        for name, value in [("margin", margin), ("adversarial_decay", adversarial_decay)]:
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        for name, value in [
+            ("adversarial_weight", adversarial_weight),
+            ("reconstruction_weight", reconstruction_weight),
+            ("matching_weight", matching_weight),
+            ("ce_weight", ce_weight),
+        ]:
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+
+        self.analyzer = analyzer if analyzer is not None else StructureAnalyzer(num_classes, analyzer_widths)
+        if self.analyzer.in_channels != (num_classes,):
+            raise ValueError(
+                f"analyzer reads inputs with channels {self.analyzer.in_channels}, expected ({num_classes},)"
+            )
+        for name in matched_layers:
+            self.analyzer.layer_index(name)  # raises on unknown names
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.matched_layers = tuple(matched_layers)
+        self.margin = margin
+        self.adversarial_weight = adversarial_weight
+        self.adversarial_decay = adversarial_decay
+        self.total_steps = total_steps
+        self.reconstruction_weight = reconstruction_weight
+        self.matching_weight = matching_weight
+        self.ce_weight = ce_weight
+        self.step = 0
+        self.latest: dict[str, Tensor] = {}
+
+        kernels = self.analyzer.conv_kernels()
+        kernel_ids = {id(k) for k in kernels}
+        others = [p for p in self.analyzer.parameters() if id(p) not in kernel_ids]
+        self.optimizer = torch.optim.SGD(
+            [
+                {"params": kernels, "weight_decay": analyzer_weight_decay},
+                {"params": others, "weight_decay": 0.0},
+            ],
+            lr=analyzer_lr,
+            momentum=analyzer_momentum,
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, PolyDecay(total_steps, lr_power))
+        self._parameters_synced = False
+
+    def current_adversarial_weight(self) -> float:
+        """``w_adv(t) = adversarial_weight * adversarial_decay ** (t / total_steps)``, t clamped to T."""
+        if self.total_steps is None:
+            return self.adversarial_weight
+        progress = min(self.step, self.total_steps) / self.total_steps
+        return float(self.adversarial_weight * self.adversarial_decay**progress)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Update the analyzer on this batch (training mode only), return the segmenter's loss.
+
+        Args:
+            logits: segmenter output ``[B, C, H, W]`` (or ``[B, 1, H, W]`` sigmoid logits when C = 2).
+            target: ``[B, H, W]`` (or ``[B, 1, H, W]``) integer labels in [0, C) or ``ignore_index``.
+
+        Returns:
+            A float32 scalar: ``matching_weight * L_S + ce_weight * CE``, to backpropagate into the
+            segmenter. The parts are in ``self.latest`` / ``self.latest_scalars()``.
+        """
+        target = validate_logits_and_target(logits, target, self.num_classes, self.ignore_index)
+        ignored = ignored_pixels(target, self.ignore_index)
+        ground_truth = one_hot_target(target, self.num_classes, ignored)
+        scalars: dict[str, Tensor] = {}
+        if self.training and torch.is_grad_enabled():
+            scalars.update(self._update_analyzer(logits, target, ground_truth, ignored))
+        loss = self._segmenter_loss(logits, target, ground_truth, ignored, scalars)
+        scalars["loss"] = loss.detach()
+        self.latest = scalars
+        return loss
+
+    def latest_scalars(self) -> dict[str, float]:
+        """The parts of the last call as floats (loss, matching, matching/<layer>, adversarial, ...)."""
+        return {name: float(value) for name, value in self.latest.items()}
+
+    def _update_analyzer(
+        self, logits: Tensor, target: Tensor, ground_truth: Tensor, ignored: Tensor | None
+    ) -> dict[str, Tensor]:
+        """One SGD step of the analyzer on ``w_adv(t) * hinge + w_rec * reconstruction``."""
+        if not self._parameters_synced:
+            broadcast_parameters(self.analyzer)
+            self._parameters_synced = True
+        batch = target.shape[0]
+        negative = hard_negative(logits, self.num_classes, ignored)
+        # The analyzer is small: its own update runs in float32, so it needs no gradient scaler.
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            out = self.analyzer(
+                torch.cat([ground_truth, negative]),
+                ignore_mask=torch.cat([ignored, ignored]) if ignored is not None else None,
+                layers=self.matched_layers,
+                reconstruct=True,
+                reconstruct_first=batch,
+            )
+            target_features = {name: f[:batch] for name, f in out.features.items()}
+            negative_features = {name: f[batch:] for name, f in out.features.items()}
+            valid = {name: v[:batch] for name, v in out.valid.items()} if out.valid is not None else None
+            hinges = layer_hinge_losses(negative_features, target_features, valid, self.margin)
+            hinge = torch.stack(list(hinges.values())).sum()
+            assert out.reconstruction is not None
+            reconstruction = reconstruction_loss(out.reconstruction, target, self.ignore_index)
+            weight = self.current_adversarial_weight()
+            analyzer_loss = weight * hinge + self.reconstruction_weight * reconstruction
+
+        self.optimizer.zero_grad(set_to_none=True)
+        analyzer_loss.backward()
+        average_gradients(self.analyzer)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+        scalars = {f"adversarial/{name}": value.detach() for name, value in hinges.items()}
+        scalars["adversarial"] = hinge.detach()
+        scalars["reconstruction"] = reconstruction.detach()
+        scalars["adversarial_weight"] = torch.tensor(weight)
+        return scalars
+
+    def _segmenter_loss(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        ground_truth: Tensor,
+        ignored: Tensor | None,
+        scalars: dict[str, Tensor],
+    ) -> Tensor:
+        """``matching_weight * L_S (+ ce_weight * CE)`` with the analyzer's parameters detached."""
+        with torch.no_grad():
+            target_out = self.analyzer(ground_truth, ignored, self.matched_layers, detach_parameters=True)
+        prediction = class_probabilities(logits, ignored)
+        prediction_out = self.analyzer(prediction, ignored, self.matched_layers, detach_parameters=True)
+        distances = layer_matching_distances(prediction_out.features, target_out.features, prediction_out.valid)
+        matching = torch.stack(list(distances.values())).sum()
+        loss = self.matching_weight * matching
+        scalars.update({f"matching/{name}": value.detach() for name, value in distances.items()})
+        scalars["matching"] = matching.detach()
+        if self.ce_weight > 0:
+            cross_entropy = cross_entropy_over_valid(as_class_logits(logits), target, self.ignore_index)
+            loss = loss + self.ce_weight * cross_entropy
+            scalars["ce"] = cross_entropy.detach()
+        return loss
+
+    def get_extra_state(self) -> dict[str, object]:
+        """Saved by ``state_dict()`` next to the analyzer's weights: step, optimizer and scheduler."""
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def set_extra_state(self, state: dict[str, object]) -> None:
+        """Restore what ``get_extra_state`` saved (called by ``load_state_dict``)."""
+        missing = {"step", "optimizer", "scheduler"} - set(state)
+        if missing:
+            raise KeyError(f"ASM state is missing {sorted(missing)}; was it saved by AdversarialStructureMatching?")
+        self.step = int(state["step"])  # type: ignore[call-overload]
+        self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+        self.scheduler.load_state_dict(state["scheduler"])  # type: ignore[arg-type]
