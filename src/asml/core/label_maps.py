@@ -2,7 +2,7 @@
 
 Conventions: logits ``[B, C, H, W]`` (``C == num_classes``, or 1 for a binary segmenter that emits
 sigmoid logits), targets ``[B, H, W]`` integer class indices, ``ignore_index`` marks void pixels
-(None: no pixel is void). All maps are float32, and all-zero at ignored pixels.
+(None: no pixel is void). All maps are float32 (float64 for float64 logits) and all-zero at ignored pixels.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ __all__ = [
     "class_probabilities",
     "hard_negative",
     "as_class_logits",
+    "loss_dtype",
 ]
 
 
@@ -65,10 +66,17 @@ def ignored_pixels(target: Tensor, ignore_index: int | None) -> Tensor | None:
     return ignored if bool(ignored.any()) else None
 
 
-def one_hot_target(target: Tensor, num_classes: int, ignored: Tensor | None) -> Tensor:
-    """One-hot ground truth ``[B, C, H, W]`` float32, all-zero at ignored pixels."""
+def loss_dtype(tensor: Tensor) -> torch.dtype:
+    """float64 for float64 input (gradcheck), float32 otherwise (half precision is upcast)."""
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
+def one_hot_target(
+    target: Tensor, num_classes: int, ignored: Tensor | None, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """One-hot ground truth ``[B, C, H, W]`` (float32 by default), all-zero at ignored pixels."""
     safe = target.masked_fill(ignored, 0) if ignored is not None else target
-    one_hot = F.one_hot(safe, num_classes).permute(0, 3, 1, 2).float()
+    one_hot = F.one_hot(safe, num_classes).permute(0, 3, 1, 2).to(dtype)
     return _zero_ignored(one_hot, ignored)
 
 
@@ -78,14 +86,14 @@ def class_probabilities(logits: Tensor, ignored: Tensor | None) -> Tensor:
     Computed in float32 even under autocast; all-zero at ignored pixels, so an ignored pixel's
     logits cannot reach any analyzer feature.
     """
-    probabilities = torch.softmax(as_class_logits(logits).float(), dim=1)
+    probabilities = torch.softmax(as_class_logits(logits).to(loss_dtype(logits)), dim=1)
     return _zero_ignored(probabilities, ignored)
 
 
 def hard_negative(logits: Tensor, num_classes: int, ignored: Tensor | None) -> Tensor:
-    """One-hot of the predicted class ``[B, C, H, W]`` float32, detached, zero at ignored pixels."""
+    """One-hot of the predicted class ``[B, C, H, W]``, detached, zero at ignored pixels."""
     predicted = as_class_logits(logits.detach()).argmax(dim=1)
-    return one_hot_target(predicted, num_classes, ignored)
+    return one_hot_target(predicted, num_classes, ignored, loss_dtype(logits))
 
 
 def as_class_logits(logits: Tensor) -> Tensor:

@@ -34,6 +34,11 @@ ValidMasks = Mapping[str, Tensor] | None
 _NORM_EPS = 1e-6
 
 
+def _upcast(tensor: Tensor) -> Tensor:
+    """Half precision -> float32; float32 and float64 stay (float64 keeps gradcheck exact)."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 def structure_distance(features_a: Tensor, features_b: Tensor) -> Tensor:
     """Squared distance of channel-normalised features, ``[B, K, h, w]`` x2 -> ``[B, h, w]`` float32.
 
@@ -41,8 +46,8 @@ def structure_distance(features_a: Tensor, features_b: Tensor) -> Tensor:
     """
     if features_a.shape != features_b.shape:
         raise ValueError(f"feature shapes differ: {list(features_a.shape)} vs {list(features_b.shape)}")
-    a = F.normalize(features_a.float(), dim=1, eps=_NORM_EPS)
-    b = F.normalize(features_b.float(), dim=1, eps=_NORM_EPS)
+    a = F.normalize(_upcast(features_a), dim=1, eps=_NORM_EPS)
+    b = F.normalize(_upcast(features_b), dim=1, eps=_NORM_EPS)
     return (a - b).pow(2).sum(dim=1)
 
 
@@ -139,9 +144,9 @@ def cross_entropy_over_valid(logits: Tensor, target: Tensor, ignore_index: int |
     Float32 whatever the input dtype; 0 (not NaN) when every pixel is ignored.
     """
     if ignore_index is None:
-        return F.cross_entropy(logits.float(), target)
+        return F.cross_entropy(_upcast(logits), target)
     ignored = target == ignore_index
-    per_pixel = F.cross_entropy(logits.float(), target.masked_fill(ignored, 0), reduction="none")
+    per_pixel = F.cross_entropy(_upcast(logits), target.masked_fill(ignored, 0), reduction="none")
     return masked_mean(per_pixel, ~ignored)
 
 

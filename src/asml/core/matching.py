@@ -30,6 +30,7 @@ from asml.core.label_maps import (
     class_probabilities,
     hard_negative,
     ignored_pixels,
+    loss_dtype,
     one_hot_target,
     validate_logits_and_target,
 )
@@ -189,7 +190,7 @@ class AdversarialStructureMatching(nn.Module):
         """
         target = validate_logits_and_target(logits, target, self.num_classes, self.ignore_index)
         ignored = ignored_pixels(target, self.ignore_index)
-        ground_truth = one_hot_target(target, self.num_classes, ignored)
+        ground_truth = one_hot_target(target, self.num_classes, ignored, loss_dtype(logits))
         scalars: dict[str, Tensor] = {}
         if self.training and torch.is_grad_enabled():
             scalars.update(self._update_analyzer(logits, target, ground_truth, ignored))
