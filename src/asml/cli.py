@@ -11,9 +11,7 @@ from asml.engine.quick_demo import LOSSES, QuickDemoSettings, run_quick_demo
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``asml`` and its subcommands."""
-    parser = argparse.ArgumentParser(
-        prog="asml", description="Adversarial Structure Matching for segmentation models."
-    )
+    parser = argparse.ArgumentParser(prog="asml", description="Adversarial Structure Matching for segmentation models.")
     commands = parser.add_subparsers(dest="command", required=True)
     defaults = QuickDemoSettings()
     demo = commands.add_parser(

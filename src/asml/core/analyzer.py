@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AnalyzerOutput", "StructureAnalyzer", "RELEASED_WIDTHS"]
+__all__ = ["RELEASED_WIDTHS", "AnalyzerOutput", "StructureAnalyzer"]
 
 RELEASED_WIDTHS: tuple[int, ...] = (16, 64, 128, 128, 128)
 
@@ -48,8 +48,9 @@ class AnalyzerOutput:
     reconstruction: Tensor | None
 
 
-def _conv(conv: nn.Conv2d, x: Tensor, detach_parameters: bool) -> Tensor:
+def _conv(conv: nn.Module, x: Tensor, detach_parameters: bool) -> Tensor:
     """Apply ``conv``; with ``detach_parameters`` no gradient can reach its weight or bias."""
+    assert isinstance(conv, nn.Conv2d)
     weight, bias = conv.weight, conv.bias
     if detach_parameters:
         weight = weight.detach()
@@ -125,7 +126,7 @@ class StructureAnalyzer(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def conv_kernels(self) -> list[nn.Parameter]:
+    def conv_kernels(self) -> list[Tensor]:
         """The convolution kernels (the parameters that weight decay applies to; biases are not)."""
         return [m.weight for m in self.modules() if isinstance(m, nn.Conv2d)]
 
@@ -133,8 +134,7 @@ class StructureAnalyzer(nn.Module):
         """1-based position of layer ``name`` (``"conv3"`` -> 3); a clear error for unknown names."""
         if name not in self.layer_names:
             raise ValueError(
-                f"unknown analyzer layer {name!r}; this analyzer (depth {self.depth}) has "
-                f"{', '.join(self.layer_names)}"
+                f"unknown analyzer layer {name!r}; this analyzer (depth {self.depth}) has {', '.join(self.layer_names)}"
             )
         return self.layer_names.index(name) + 1
 
@@ -146,9 +146,7 @@ class StructureAnalyzer(nn.Module):
             raise ValueError(f"expected {len(self.in_channels)} input modalities, got {len(inputs)}")
         for index, (x, channels) in enumerate(zip(inputs, self.in_channels, strict=True)):
             if x.dim() != 4 or x.shape[1] != channels:
-                raise ValueError(
-                    f"analyzer input {index} must be [B, {channels}, H, W], got {list(x.shape)}"
-                )
+                raise ValueError(f"analyzer input {index} must be [B, {channels}, H, W], got {list(x.shape)}")
             if x.shape[0] != inputs[0].shape[0] or x.shape[2:] != inputs[0].shape[2:]:
                 raise ValueError(
                     f"analyzer inputs must share batch and spatial size: input {index} is "
@@ -215,7 +213,9 @@ class StructureAnalyzer(nn.Module):
         x: Tensor = inputs[0]
         for level in range(self.depth):
             if level == 0:
-                pre = torch.cat([_conv(c, m, detach_parameters) for c, m in zip(self.first_convs, inputs)], 1)
+                pre = torch.cat(
+                    [_conv(c, m, detach_parameters) for c, m in zip(self.first_convs, inputs, strict=True)], 1
+                )
             else:
                 pre = _conv(self.encoder_convs[level - 1], x, detach_parameters)
             ignored = _pool_ignore_mask(ignored) if ignored is not None else None

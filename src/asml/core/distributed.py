@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = ["world_size", "broadcast_parameters", "average_gradients"]
+__all__ = ["average_gradients", "broadcast_parameters", "world_size"]
 
 
 def world_size() -> int:

@@ -12,19 +12,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "validate_logits_and_target",
-    "ignored_pixels",
-    "one_hot_target",
+    "as_class_logits",
     "class_probabilities",
     "hard_negative",
-    "as_class_logits",
+    "ignored_pixels",
     "loss_dtype",
+    "one_hot_target",
+    "validate_logits_and_target",
 ]
 
 
-def validate_logits_and_target(
-    logits: Tensor, target: Tensor, num_classes: int, ignore_index: int | None
-) -> Tensor:
+def validate_logits_and_target(logits: Tensor, target: Tensor, num_classes: int, ignore_index: int | None) -> Tensor:
     """Check shapes and label values; return the target as int64 ``[B, H, W]``.
 
     Accepts a target of shape ``[B, 1, H, W]`` too. Raises ``ValueError`` naming the offending shape

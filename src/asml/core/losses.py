@@ -17,14 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "structure_distance",
-    "masked_mean",
-    "layer_matching_distances",
-    "matching_loss",
-    "layer_hinge_losses",
     "adversarial_hinge_loss",
-    "reconstruction_loss",
     "cross_entropy_over_valid",
+    "layer_hinge_losses",
+    "layer_matching_distances",
+    "masked_mean",
+    "matching_loss",
+    "reconstruction_loss",
+    "structure_distance",
 ]
 
 Features = Mapping[str, Tensor]

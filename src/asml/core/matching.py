@@ -57,7 +57,7 @@ class PolyDecay:
     def __call__(self, step: int) -> float:
         if self.total_steps is None:
             return 1.0
-        return max(0.0, 1.0 - step / self.total_steps) ** self.power
+        return float(max(0.0, 1.0 - step / self.total_steps) ** self.power)
 
 
 class AdversarialStructureMatching(nn.Module):
@@ -232,7 +232,7 @@ class AdversarialStructureMatching(nn.Module):
             analyzer_loss = weight * hinge + self.reconstruction_weight * reconstruction
 
         self.optimizer.zero_grad(set_to_none=True)
-        analyzer_loss.backward()
+        torch.autograd.backward(analyzer_loss)
         average_gradients(self.analyzer)
         self.optimizer.step()
         self.scheduler.step()

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["random_blob_masks", "render_blob_images", "blob_segmentation_batch"]
+__all__ = ["blob_segmentation_batch", "random_blob_masks", "render_blob_images"]
 
 
 def _ellipse(yy: Tensor, xx: Tensor, generator: torch.Generator, size: int) -> Tensor:
@@ -23,7 +23,8 @@ def _ellipse(yy: Tensor, xx: Tensor, generator: torch.Generator, size: int) -> T
     cos, sin = math.cos(angle), math.sin(angle)
     u = (xx - cx) * cos + (yy - cy) * sin
     v = -(xx - cx) * sin + (yy - cy) * cos
-    return (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
+    inside: Tensor = (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
+    return inside
 
 
 def _thin_bar(yy: Tensor, xx: Tensor, generator: torch.Generator, size: int, y0: float, x0: float) -> Tensor:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from asml.core import AdversarialStructureMatching
 from asml.data import blob_segmentation_batch
 
-__all__ = ["QuickDemoSettings", "run_quick_demo", "small_unet", "intersection_over_union"]
+__all__ = ["QuickDemoSettings", "intersection_over_union", "run_quick_demo", "small_unet"]
 
 LOSSES = ("asm", "asm+ce", "ce")
 
@@ -49,9 +49,10 @@ class QuickDemoSettings:
 
 def small_unet(num_classes: int) -> nn.Module:
     """smp U-Net on a 3-stage ResNet-18 encoder, random initialisation (no download)."""
-    return smp.Unet(
+    model: nn.Module = smp.Unet(
         "resnet18", encoder_weights=None, encoder_depth=3, decoder_channels=(64, 32, 16), classes=num_classes
     )
+    return model
 
 
 def intersection_over_union(predictions: Tensor, target: Tensor, num_classes: int) -> Tensor:
@@ -89,7 +90,7 @@ def run_quick_demo(settings: QuickDemoSettings, print_line: Callable[[str], None
         loss.backward()
         optimizer.step()
         if step % settings.log_every == 0 or step == settings.steps - 1:
-            parts = asm.latest_scalars() if uses_asm else {"loss": float(loss)}
+            parts = asm.latest_scalars() if uses_asm else {"loss": float(loss.detach())}
             shown = ", ".join(f"{name} {value:.4f}" for name, value in parts.items() if "/" not in name)
             print_line(f"step {step + 1:>5}/{settings.steps}  {shown}")
     seconds_per_step = (time.perf_counter() - start) / settings.steps
