@@ -141,7 +141,7 @@ def adversarial_hinge_loss(
 def cross_entropy_over_valid(logits: Tensor, target: Tensor, ignore_index: int | None = 255) -> Tensor:
     """Cross-entropy ``[B, C, H, W]`` logits vs ``[B, H, W]`` labels, mean over non-ignored pixels.
 
-    Float32 whatever the input dtype; 0 (not NaN) when every pixel is ignored.
+    Float32 whatever the input dtype (float64 stays); 0 (not NaN) when every pixel is ignored.
     """
     if ignore_index is None:
         return F.cross_entropy(_upcast(logits), target)
