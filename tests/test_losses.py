@@ -41,6 +41,8 @@ def test_structure_distance_matches_numpy(seed: int, zero_fraction: float) -> No
     got = structure_distance(a, b)
     np.testing.assert_allclose(got.numpy(), numpy_distance(a.numpy(), b.numpy()), rtol=1e-5, atol=1e-6)
     assert float(got.min()) >= 0 and float(got.max()) <= 4 + 1e-5
+    # Zero feature vectors normalise to zero: the distance is |b/|b||^2 = 1 there.
+    assert torch.allclose(got[zero[:, 0]], torch.ones(int(zero.sum())), atol=1e-6)
 
 
 def test_matching_loss_is_the_sum_over_layers_of_valid_means() -> None:
@@ -57,7 +59,8 @@ def test_matching_loss_is_the_sum_over_layers_of_valid_means() -> None:
     # Without masks every position counts.
     expected_all = sum(numpy_distance(pred[n].numpy(), target[n].numpy()).mean() for n in SHAPES)
     assert float(matching_loss(pred, target)) == pytest.approx(expected_all, rel=1e-5)
-    assert float(matching_loss(pred, pred)) == 0.0
+    # Identical features: zero up to the float32 rounding of the product form (see structure_distance).
+    assert 0.0 <= float(matching_loss(pred, pred)) < 1e-6
 
 
 def test_hinge_is_the_margin_where_negative_equals_target_and_zero_beyond_it() -> None:
@@ -66,7 +69,8 @@ def test_hinge_is_the_margin_where_negative_equals_target_and_zero_beyond_it() -
     loss = adversarial_hinge_loss(same, target, margin=0.8)
     assert float(loss.detach()) == pytest.approx(0.8 * len(SHAPES), rel=1e-6)
     loss.backward()
-    assert all(float(v.grad.abs().sum()) == 0.0 for v in same.values())  # type: ignore[union-attr]
+    # No gradient where the negative equals the target (up to float32 rounding).
+    assert all(float(v.grad.abs().max()) < 1e-5 for v in same.values())  # type: ignore[union-attr]
     # Opposite features are at distance 4 > margin: no hinge at all.
     opposite = {name: -value for name, value in target.items()}
     assert float(adversarial_hinge_loss(opposite, target, margin=0.8)) == 0.0
