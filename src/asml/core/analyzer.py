@@ -39,8 +39,8 @@ class AnalyzerOutput:
             layer's valid mask (zero where an ignored pixel is in view), as in the released code.
         valid: layer name -> ``[B, h_l, w_l]`` bool, True where the feature sees no ignored pixel;
             ``None`` when no ignore mask was given (everything is valid).
-        reconstruction: R(A(y)) as logits ``[B_r, sum(in_channels), H, W]`` at the input size, or
-            ``None`` when not requested. ``B_r`` is ``reconstruct_first`` when given, else ``B``.
+        reconstruction: R(A(y)) as logits ``[B, sum(in_channels), H, W]`` at the input size, or
+            ``None`` when not requested.
     """
 
     features: dict[str, Tensor]
@@ -163,7 +163,6 @@ class StructureAnalyzer(nn.Module):
         ignore_mask: Tensor | None = None,
         layers: Sequence[str] = ("conv1", "conv2"),
         reconstruct: bool = False,
-        reconstruct_first: int | None = None,
         detach_parameters: bool = False,
     ) -> AnalyzerOutput:
         """Run the analyzer as far as the request needs.
@@ -175,8 +174,6 @@ class StructureAnalyzer(nn.Module):
             layers: names of the layers whose features to return.
             reconstruct: also return R(A(y)). When False the pass stops at the deepest requested
                 layer (only encoder layers requested -> the decoder never runs).
-            reconstruct_first: reconstruct only the first n samples of the batch: once all
-                requested features are computed, the remaining layers run on those n only.
             detach_parameters: use detached weights, so that no gradient reaches the analyzer
                 (the segmenter's matching pass).
         """
@@ -200,7 +197,6 @@ class StructureAnalyzer(nn.Module):
         valid: dict[str, Tensor] | None = {} if ignored is not None else None
         skips: list[Tensor] = []
         level_ignored: list[Tensor | None] = []
-        shrunk = reconstruct_first is None
 
         def collect(index: int, pre_activation: Tensor, level: int) -> None:
             if index not in wanted:
@@ -216,9 +212,8 @@ class StructureAnalyzer(nn.Module):
         x: Tensor = inputs[0]
         for level in range(self.depth):
             if level == 0:
-                pre = torch.cat(
-                    [_conv(c, m, detach_parameters) for c, m in zip(self.first_convs, inputs, strict=True)], 1
-                )
+                per_modality = [_conv(c, m, detach_parameters) for c, m in zip(self.first_convs, inputs, strict=True)]
+                pre = per_modality[0] if len(per_modality) == 1 else torch.cat(per_modality, dim=1)
             else:
                 pre = _conv(self.encoder_convs[level - 1], x, detach_parameters)
             ignored = _pool_ignore_mask(ignored) if ignored is not None else None
@@ -228,9 +223,6 @@ class StructureAnalyzer(nn.Module):
                 return AnalyzerOutput(features, valid, None)
             x = F.relu(pre)
             skips.append(x)
-            if not shrunk and level + 1 >= max(wanted, default=0):
-                x, skips, level_ignored = self._first_samples(reconstruct_first, x, skips, level_ignored)
-                shrunk = True
 
         for step, conv in enumerate(self.decoder_convs):
             level = self.depth - 1 - step
@@ -243,18 +235,7 @@ class StructureAnalyzer(nn.Module):
             skip = skips[level - 1]
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = torch.cat([x, skip], dim=1)
-            if not shrunk and index >= max(wanted, default=0):
-                x, skips, level_ignored = self._first_samples(reconstruct_first, x, skips, level_ignored)
-                shrunk = True
 
         logits = _conv(self.reconstruction_head, x, detach_parameters)
         logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
         return AnalyzerOutput(features, valid, logits)
-
-    @staticmethod
-    def _first_samples(
-        count: int | None, x: Tensor, skips: list[Tensor], masks: list[Tensor | None]
-    ) -> tuple[Tensor, list[Tensor], list[Tensor | None]]:
-        """Keep only the first ``count`` samples of the running state (for ``reconstruct_first``)."""
-        assert count is not None
-        return x[:count], [s[:count] for s in skips], [m[:count] if m is not None else None for m in masks]

@@ -11,6 +11,7 @@ Normalisation, distances and the hinge run in float32 whatever the input dtype (
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -39,23 +40,55 @@ def _upcast(tensor: Tensor) -> Tensor:
     return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
+class _NormalisedDistance(torch.autograd.Function):
+    """``||a / max(|a|, eps) - b / max(|b|, eps)||^2`` over dim 1, from the per-pixel products.
+
+    Forward: ``a.a``, ``b.b``, ``a.b`` as fused channel dot products (no full-size temporaries);
+    backward: ``grad_a = g * (alpha_a * a + beta * b)`` with per-pixel scalars, derived below.
+    Three to four times faster than normalising both maps (the step's costliest elementwise work).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, a: Tensor, b: Tensor) -> Tensor:
+        squared_a, squared_b = torch.linalg.vecdot(a, a, dim=1), torch.linalg.vecdot(b, b, dim=1)
+        dot = torch.linalg.vecdot(a, b, dim=1)
+        # q = max(|x|^2, eps^2) = max(|x|, eps)^2, the squared norm that l2_normalize divides by.
+        clamped_a, clamped_b = squared_a.clamp_min(_NORM_EPS**2), squared_b.clamp_min(_NORM_EPS**2)
+        inverse_norms = clamped_a.rsqrt() * clamped_b.rsqrt()
+        distance = squared_a / clamped_a + squared_b / clamped_b - 2 * dot * inverse_norms
+        ctx.save_for_backward(a, b, squared_a, squared_b, dot, clamped_a, clamped_b, inverse_norms)
+        return distance.clamp_min(0.0)  # rounding can leave -1e-7 where a and b point the same way
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        a, b, squared_a, squared_b, dot, clamped_a, clamped_b, inverse_norms = ctx.saved_tensors
+        # d = a.a/q_a + b.b/q_b - 2 a.b r, r = (q_a q_b)^-1/2. Where |a| > eps, a.a/q_a = 1 and
+        # dq_a/da = 2a, so dd/da = 2 (a.b) r / q_a * a - 2 r b; where |a| <= eps, q_a is constant and
+        # dd/da = 2 a / eps^2 - 2 r b. Symmetric in b.
+        beta = (-2 * inverse_norms * grad).unsqueeze(1)
+        floor = _NORM_EPS**2
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            alpha_a = torch.where(squared_a > floor, 2 * dot * inverse_norms / clamped_a, 2 / floor) * grad
+            grad_a = alpha_a.unsqueeze(1) * a + beta * b
+        if ctx.needs_input_grad[1]:
+            alpha_b = torch.where(squared_b > floor, 2 * dot * inverse_norms / clamped_b, 2 / floor) * grad
+            grad_b = alpha_b.unsqueeze(1) * b + beta * a
+        return grad_a, grad_b
+
+
 def structure_distance(features_a: Tensor, features_b: Tensor) -> Tensor:
     """Squared distance of channel-normalised features, ``[B, K, h, w]`` x2 -> ``[B, h, w]`` float32.
 
     ``||a / max(|a|, eps) - b / max(|b|, eps)||^2`` with eps = 1e-6 (TensorFlow's ``l2_normalize``),
-    computed from the per-pixel products ``a.a``, ``b.b`` and ``a.b``: three reductions over the
-    channels instead of normalised copies of both maps, three to four times faster forward and
-    backward. Equal to the direct form up to float rounding (about 1e-6 absolute; clamped at 0).
-    An all-zero feature vector counts as the zero vector, so ignored positions contribute 0.
+    in [0, 4]. Equal to normalising both maps and subtracting, up to float rounding (about 1e-6
+    absolute), computed without normalised copies (see ``_NormalisedDistance``). An all-zero
+    feature vector counts as the zero vector, so ignored positions contribute 0.
     """
     if features_a.shape != features_b.shape:
         raise ValueError(f"feature shapes differ: {list(features_a.shape)} vs {list(features_b.shape)}")
-    a, b = _upcast(features_a), _upcast(features_b)
-    squared_a, squared_b, dot = (a * a).sum(dim=1), (b * b).sum(dim=1), (a * b).sum(dim=1)
-    floor = _NORM_EPS**2
-    clamped_a, clamped_b = squared_a.clamp_min(floor), squared_b.clamp_min(floor)
-    distance = squared_a / clamped_a + squared_b / clamped_b - 2 * dot * clamped_a.rsqrt() * clamped_b.rsqrt()
-    return distance.clamp_min(0.0)
+    distance: Tensor = _NormalisedDistance.apply(_upcast(features_a), _upcast(features_b))
+    return distance
 
 
 def masked_mean(values: Tensor, valid: Tensor | None) -> Tensor:
