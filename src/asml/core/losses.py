@@ -50,8 +50,9 @@ class _NormalisedDistance(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, a: Tensor, b: Tensor) -> Tensor:
-        squared_a, squared_b = torch.linalg.vecdot(a, a, dim=1), torch.linalg.vecdot(b, b, dim=1)
-        dot = torch.linalg.vecdot(a, b, dim=1)
+        squared_a: Tensor = torch.linalg.vecdot(a, a, dim=1)
+        squared_b: Tensor = torch.linalg.vecdot(b, b, dim=1)
+        dot: Tensor = torch.linalg.vecdot(a, b, dim=1)
         # q = max(|x|^2, eps^2) = max(|x|, eps)^2, the squared norm that l2_normalize divides by.
         clamped_a, clamped_b = squared_a.clamp_min(_NORM_EPS**2), squared_b.clamp_min(_NORM_EPS**2)
         inverse_norms = clamped_a.rsqrt() * clamped_b.rsqrt()
