@@ -317,3 +317,23 @@ def test_wrong_labels_and_settings_are_named_in_the_error() -> None:
         AdversarialStructureMatching(3)(torch.randn(1, 1, 32, 32), torch.zeros(1, 32, 32, dtype=torch.long))
     with pytest.raises(KeyError, match="missing"):
         AdversarialStructureMatching(3).set_extra_state({"step": 1})
+    with pytest.raises(ValueError, match="total_steps must be a positive number of steps or None, got 0"):
+        AdversarialStructureMatching(3, total_steps=0)
+    with pytest.raises(ValueError, match="ce_weight must be >= 0, got -1"):
+        AdversarialStructureMatching(3, ce_weight=-1)
+
+
+def test_without_an_ignore_index_every_label_must_be_a_class() -> None:
+    asm = AdversarialStructureMatching(3, ignore_index=None)
+    target = torch.zeros(1, 32, 32, dtype=torch.long)
+    logits = torch.randn(1, 3, 32, 32, requires_grad=True)
+    assert torch.isfinite(asm(logits, target))
+    target[0, 5, 5] = 255
+    with pytest.raises(ValueError, match=r"target holds labels \[255\], expected values in \[0, 3\)$"):
+        asm(logits, target)
+
+
+def test_analyzer_on_another_device_than_the_logits_is_named_in_the_error() -> None:
+    asm = AdversarialStructureMatching(2).to("meta")
+    with pytest.raises(ValueError, match=r"logits are on cpu but the structure analyzer is on meta.*asm.to\('cpu'\)"):
+        asm(torch.randn(1, 2, 32, 32), torch.zeros(1, 32, 32, dtype=torch.long))

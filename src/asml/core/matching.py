@@ -188,6 +188,7 @@ class AdversarialStructureMatching(nn.Module):
             segmenter. The parts are in ``self.latest`` / ``self.latest_scalars()``.
         """
         target = validate_logits_and_target(logits, target, self.num_classes, self.ignore_index)
+        self._check_device(logits)
         ignored = ignored_pixels(target, self.ignore_index)
         ground_truth = one_hot_target(target, self.num_classes, ignored, loss_dtype(logits))
         probabilities = class_probabilities(logits, ignored)
@@ -201,6 +202,14 @@ class AdversarialStructureMatching(nn.Module):
         scalars["loss"] = loss.detach()
         self.latest = scalars
         return loss
+
+    def _check_device(self, logits: Tensor) -> None:
+        analyzer_device = next(self.analyzer.parameters()).device
+        if analyzer_device != logits.device:
+            raise ValueError(
+                f"logits are on {logits.device} but the structure analyzer is on {analyzer_device}; "
+                f"move the ASM module once before training: asm.to({str(logits.device)!r})"
+            )
 
     def latest_scalars(self) -> dict[str, float]:
         """The parts of the last call as floats (loss, matching, matching/<layer>, adversarial, ...)."""
