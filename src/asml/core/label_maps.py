@@ -2,7 +2,8 @@
 
 Conventions: logits ``[B, C, H, W]`` (``C == num_classes``, or 1 for a binary segmenter that emits
 sigmoid logits), targets ``[B, H, W]`` integer class indices, ``ignore_index`` marks void pixels
-(None: no pixel is void). All maps are float32 (float64 for float64 logits) and all-zero at ignored pixels.
+(None: no pixel is void). Maps are float32 (float64 for float64 logits); one-hot maps are all-zero
+at ignored pixels.
 """
 
 from __future__ import annotations
@@ -85,16 +86,15 @@ def one_hot_target(
     return one_hot.permute(0, 3, 1, 2)
 
 
-def class_probabilities(logits: Tensor, ignored: Tensor | None) -> Tensor:
+def class_probabilities(logits: Tensor) -> Tensor:
     """Per-class probabilities ``[B, C, H, W]`` float32 (softmax; ``[1 - p, p]`` for 1-channel logits).
 
-    Computed in float32 even under autocast; all-zero at ignored pixels, so an ignored pixel's
-    logits cannot reach any analyzer feature.
+    Computed in float32 even under autocast. Ignored pixels are not zeroed here: the analyzer
+    zeroes its input there, which is what keeps an ignored pixel's logits out of every feature.
     """
     # Softmax over a channels-last view: the result is laid out as the analyzer reads it.
     class_last = as_class_logits(logits).to(loss_dtype(logits)).permute(0, 2, 3, 1)
-    probabilities = torch.softmax(class_last, dim=-1).permute(0, 3, 1, 2)
-    return _zero_ignored(probabilities, ignored)
+    return torch.softmax(class_last, dim=-1).permute(0, 3, 1, 2)
 
 
 def as_class_logits(logits: Tensor) -> Tensor:
@@ -102,9 +102,3 @@ def as_class_logits(logits: Tensor) -> Tensor:
     if logits.shape[1] != 1:
         return logits
     return torch.cat([torch.zeros_like(logits), logits], dim=1)
-
-
-def _zero_ignored(maps: Tensor, ignored: Tensor | None) -> Tensor:
-    if ignored is None:
-        return maps
-    return maps * (~ignored).unsqueeze(1).to(maps.dtype)

@@ -191,7 +191,7 @@ class AdversarialStructureMatching(nn.Module):
         self._check_device(logits)
         ignored = ignored_pixels(target, self.ignore_index)
         ground_truth = one_hot_target(target, self.num_classes, ignored, loss_dtype(logits))
-        probabilities = class_probabilities(logits, ignored)
+        probabilities = class_probabilities(logits)
         scalars: dict[str, Tensor] = {}
         if self.training and torch.is_grad_enabled():
             # The hard negative is the argmax of the probabilities (= of the logits): they are laid
