@@ -11,9 +11,10 @@ One call per training step, ``loss = asm(logits, target)``:
    softmax prediction and of the one-hot ground truth. The analyzer's parameters are detached in
    this pass, so ``loss.backward()`` never produces gradients on the analyzer.
 
-Cost: the hard negatives and the ground truth share one analyzer pass up to the deepest matched
-layer; only the ground truth continues through the decoder for the reconstruction. The segmenter's
-pass stops at the deepest matched layer (conv2 by default) and runs the ground truth without autograd.
+Cost (see ``benchmarks/step_time.py``): only the ground truth runs the whole U-Net (for the
+reconstruction); the hard negatives, and both inputs of the segmenter's pass, stop at the deepest
+matched layer (conv2 by default), and the ground truth of the segmenter's pass runs without autograd.
+The softmax is computed once and serves both the matching loss and the hard negative's argmax.
 """
 
 from __future__ import annotations
