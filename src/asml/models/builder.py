@@ -1,0 +1,211 @@
+"""The model builder and the wrapper that gives every zoo model the same interface."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.models.segmentation.fcn import FCN, FCNHead
+
+__all__ = ["ARCHITECTURES", "SegmentationModel", "available_architectures", "build"]
+
+# Canonical name -> where it comes from. smp's own names are its registry keys.
+ARCHITECTURES: dict[str, str] = {"fcn": "torchvision", **{name: "smp" for name in smp.MODEL_ARCHITECTURES_MAPPING}}
+ALIASES: dict[str, str] = {
+    "deeplab": "deeplabv3",
+    "deeplabv3+": "deeplabv3plus",
+    "deeplab_v3": "deeplabv3",
+    "deeplab_v3_plus": "deeplabv3plus",
+    "unet++": "unetplusplus",
+    "psp": "pspnet",
+    "fcn32s": "fcn",
+}
+FCN_BACKBONES: dict[str, tuple[int, int, bool]] = {
+    # name -> (channels of layer4, channels of layer3, dilate the last two stages)
+    "resnet18": (512, 256, False),
+    "resnet34": (512, 256, False),
+    "resnet50": (2048, 1024, True),
+    "resnet101": (2048, 1024, True),
+}
+# Padding multiple that every smp encoder accepts (their deepest stride); FCN takes any size.
+SMP_SIZE_MULTIPLE = 32
+
+
+def available_architectures() -> list[str]:
+    """Every name ``build`` accepts, aliases included."""
+    return sorted([*ARCHITECTURES, *ALIASES])
+
+
+class SegmentationModel(nn.Module):
+    """A zoo model with one interface: ``forward(images [B, in, H, W]) -> logits [B, C, H, W]``.
+
+    Inputs are zero-padded at the bottom and right to ``size_multiple`` and the logits cropped
+    back, so any image size works. Models with auxiliary heads (FCN with ``aux=True``) return
+    their auxiliary logits, also at the input size, from ``forward(images, return_aux=True)``.
+
+    Attributes:
+        network: the wrapped zoo model (its state dict keys are prefixed ``network.``).
+        architecture, encoder, num_classes: what was built.
+    """
+
+    def __init__(
+        self, network: nn.Module, architecture: str, encoder: str, num_classes: int, size_multiple: int
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.architecture = architecture
+        self.encoder = encoder
+        self.num_classes = num_classes
+        self.size_multiple = size_multiple
+
+    def forward(self, images: Tensor, return_aux: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        """Logits ``[B, C, H, W]``; with ``return_aux``, ``(logits, {name: aux logits [B, C, H, W]})``."""
+        if images.dim() != 4:
+            raise ValueError(f"images must be [B, channels, H, W], got shape {list(images.shape)}")
+        height, width = images.shape[-2:]
+        pad_bottom = -height % self.size_multiple
+        pad_right = -width % self.size_multiple
+        padded = F.pad(images, (0, pad_right, 0, pad_bottom)) if pad_bottom or pad_right else images
+        output = self.network(padded)
+        logits, aux = _split_outputs(output)
+        logits = logits[..., :height, :width]
+        if not return_aux:
+            return logits
+        return logits, {name: value[..., :height, :width] for name, value in aux.items()}
+
+
+def _split_outputs(output: Tensor | dict[str, Tensor] | tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
+    """Main logits and named auxiliary logits from a zoo model's output (tensor, dict or tuple)."""
+    if isinstance(output, Tensor):
+        return output, {}
+    if isinstance(output, dict):
+        main = output.get("out")
+        if main is None:
+            raise ValueError(f"model returned a dict without an 'out' entry: keys {sorted(output)}")
+        return main, {name: value for name, value in output.items() if name != "out" and value.dim() == 4}
+    main, *rest = output
+    return main, {f"aux{index}": value for index, value in enumerate(rest) if value.dim() == 4}
+
+
+def build(
+    name: str,
+    num_classes: int,
+    encoder: str = "resnet18",
+    in_channels: int = 3,
+    weights: str | Path | None = None,
+    aux: bool = False,
+) -> SegmentationModel:
+    """Build a segmentation model by name.
+
+    Args:
+        name: an architecture of ``available_architectures()`` (case-insensitive).
+        num_classes: output channels (use 2 for figure-ground with softmax, or 1 for sigmoid).
+        encoder: backbone, e.g. ``resnet18``/``resnet50`` (FCN: resnet18/34/50/101; smp: any of its
+            encoders, including ``tu-<timm name>``).
+        in_channels: image channels.
+        weights: None (random initialisation; nothing is downloaded), a path to a local state
+            dict or checkpoint (``{"model": state_dict}`` also accepted) for the whole model, or a
+            pretrained-weights name the zoo knows (``"imagenet"``; downloads, needs network access).
+        aux: FCN only: add torchvision's auxiliary head on layer3.
+
+    Raises:
+        ValueError: unknown name or encoder, a weights file whose keys or shapes do not match
+            (listing them), or a missing weights file.
+    """
+    canonical = ALIASES.get(name.lower(), name.lower())
+    if canonical not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(available_architectures())}")
+    if num_classes < 1 or in_channels < 1:
+        raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes} and {in_channels}")
+    weights_file, zoo_weights = _resolve_weights(weights)
+    if canonical == "fcn":
+        network: nn.Module = _build_fcn(encoder, num_classes, in_channels, zoo_weights, aux)
+        multiple = 1
+    else:
+        if aux:
+            raise ValueError(f"aux=True is available for 'fcn' only; smp's {canonical!r} has no auxiliary head")
+        network = smp.create_model(
+            canonical, encoder_name=encoder, encoder_weights=zoo_weights, in_channels=in_channels, classes=num_classes
+        )
+        multiple = SMP_SIZE_MULTIPLE
+    model = SegmentationModel(network, canonical, encoder, num_classes, multiple)
+    if weights_file is not None:
+        load_weights(model, weights_file)
+    return model
+
+
+def _resolve_weights(weights: str | Path | None) -> tuple[Path | None, str | None]:
+    """(local file, zoo name): a path-like value must exist; anything else is a zoo weights name."""
+    if weights is None:
+        return None, None
+    text = str(weights)
+    looks_like_path = isinstance(weights, Path) or "/" in text or text.endswith((".pt", ".pth", ".ckpt", ".bin"))
+    if looks_like_path:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ValueError(f"weights file {path} does not exist")
+        return path, None
+    return None, text
+
+
+def _build_fcn(encoder: str, num_classes: int, in_channels: int, zoo_weights: str | None, aux: bool) -> nn.Module:
+    if encoder not in FCN_BACKBONES:
+        raise ValueError(f"FCN supports encoders {', '.join(FCN_BACKBONES)}, got {encoder!r}")
+    out_channels, aux_channels, dilate = FCN_BACKBONES[encoder]
+    if zoo_weights is not None and in_channels != 3:
+        raise ValueError(f"pretrained FCN backbones take 3-channel images, got in_channels={in_channels}")
+    backbone = getattr(torchvision.models, encoder)(
+        weights="DEFAULT" if zoo_weights is not None else None,
+        replace_stride_with_dilation=[False, True, True] if dilate else None,
+    )
+    if in_channels != 3:
+        backbone.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return_layers = {"layer4": "out", **({"layer3": "aux"} if aux else {})}
+    network: nn.Module = FCN(
+        IntermediateLayerGetter(backbone, return_layers=return_layers),
+        FCNHead(out_channels, num_classes),
+        FCNHead(aux_channels, num_classes) if aux else None,
+    )
+    return network
+
+
+def load_weights(model: SegmentationModel, path: Path) -> None:
+    """Load a state dict file into ``model`` (keys with or without the ``network.`` prefix).
+
+    Raises ``ValueError`` naming the file and the missing, unexpected or mis-shaped keys.
+    """
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a corrupt file raises several different errors
+        raise ValueError(f"cannot read weights file {path}: {error}") from error
+    if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
+        loaded = loaded["model"]
+    if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
+        raise ValueError(f"weights file {path} holds no state dict (a mapping of names to tensors)")
+    expected = model.state_dict()
+    if not set(loaded) & set(expected):
+        loaded = OrderedDict((f"network.{key}", value) for key, value in loaded.items())
+    missing = sorted(set(expected) - set(loaded))
+    unexpected = sorted(set(loaded) - set(expected))
+    mis_shaped = sorted(
+        f"{key} (file {list(loaded[key].shape)}, model {list(expected[key].shape)})"
+        for key in set(loaded) & set(expected)
+        if loaded[key].shape != expected[key].shape
+    )
+    if missing or unexpected or mis_shaped:
+        parts = [
+            f"{label}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''} ({len(keys)})"
+            for label, keys in [("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)]
+            if keys
+        ]
+        raise ValueError(
+            f"weights file {path} does not fit {model.architecture}/{model.encoder} with "
+            f"{model.num_classes} classes; " + "; ".join(parts)
+        )
+    model.load_state_dict(loaded)
