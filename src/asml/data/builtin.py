@@ -43,7 +43,7 @@ def _silhouette() -> Tensor:
     """The scikit-image horse, ``[1, 1, 164, 200]`` float, 1 inside the horse."""
     from skimage import data
 
-    horse = torch.from_numpy((~data.horse()).astype(np.float32))[None, None]
+    horse = torch.from_numpy((~data.horse()).astype(np.float32))[None, None]  # type: ignore[no-untyped-call]
     return F.interpolate(horse, size=_CANONICAL, mode="area")
 
 
