@@ -1,5 +1,31 @@
-"""Data: generated scenes (and, later, readers for the layouts users have on disk)."""
+"""Data: readers for the layouts users have on disk, built-in generated sets, joint transforms."""
 
+from asml.data.builtin import BUILTIN_DATASETS, SPLIT_SIZES, BuiltinSegmentation, builtin_dataset
+from asml.data.readers import (
+    CityscapesSegmentation,
+    DatasetError,
+    FolderSegmentation,
+    SegmentationFiles,
+    VOCSegmentation,
+    WeizmannHorse,
+)
 from asml.data.synthetic import blob_segmentation_batch, random_blob_masks, render_blob_images
+from asml.data.transforms import EvalTransform, TrainTransform
 
-__all__ = ["blob_segmentation_batch", "random_blob_masks", "render_blob_images"]
+__all__ = [
+    "BUILTIN_DATASETS",
+    "SPLIT_SIZES",
+    "BuiltinSegmentation",
+    "CityscapesSegmentation",
+    "DatasetError",
+    "EvalTransform",
+    "FolderSegmentation",
+    "SegmentationFiles",
+    "TrainTransform",
+    "VOCSegmentation",
+    "WeizmannHorse",
+    "blob_segmentation_batch",
+    "builtin_dataset",
+    "random_blob_masks",
+    "render_blob_images",
+]
