@@ -1,0 +1,290 @@
+"""Region, boundary and context metrics on integer label maps, in batched torch (CPU or CUDA).
+
+All functions take ``preds, target`` of shape ``[B, H, W]`` (integer class indices), ``num_classes``
+and ``ignore_index`` (default 255; None: nothing ignored). Pixels whose *target* is ignored never
+count. Definitions, stated so that a reviewer can check them against ``tests/test_metrics.py``:
+
+* ``confusion_matrix``: ``[C, C]`` int64, rows = target class, columns = predicted class.
+  IoU_c = TP / (TP + FP + FN), NaN when that is 0; mIoU = nanmean over classes (dataset-level:
+  accumulate the matrix over all images first). Pixel accuracy = trace / total. Mean class
+  accuracy = nanmean over classes of TP / (TP + FN).
+* ``boundary_prf`` (boundary F-score, Csurka et al. 2013): per image and class, boundary(M) =
+  M and not erode(M) with a 3x3 square, pixels outside the image counting as inside M (the border
+  is not a boundary). Ignored target pixels are removed from both masks first. A boundary pixel is
+  matched if a boundary pixel of the other mask lies within Euclidean distance ``tolerance_px``.
+  P = matched predicted / predicted, R = matched target / target; both empty: P = R = F = NaN; only
+  the target's empty: P = 0, R = NaN, F = 0; only the prediction's empty: P = NaN, R = 0, F = 0;
+  F = 2PR / (P + R), 0 when P + R = 0.
+* ``boundary_iou_stats`` (Cheng et al. 2021): band(M) = M minus M eroded d times by a 3x3 square,
+  the mask padded with one pixel of zeros first (the border *is* a boundary),
+  d = max(1, round(dilation_ratio * diagonal)) with Python's round (half to even).
+* ``trimap_confusion_matrices``: the confusion matrix restricted to valid pixels within Euclidean
+  distance ``width`` of the target's boundary (union over classes of boundary(target == c)).
+* ``context_confusion``: of the wrongly labelled valid pixels, how many took a class that is present
+  elsewhere in the same image's target (confusion with a co-occurring class) and how many a class
+  absent from it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "boundary_iou",
+    "boundary_iou_dilation",
+    "boundary_iou_stats",
+    "boundary_prf",
+    "class_presence",
+    "confusion_matrix",
+    "context_confusion",
+    "default_boundary_tolerance",
+    "iou_from_confusion",
+    "mean_class_accuracy",
+    "pixel_accuracy",
+    "trimap_confusion_matrices",
+]
+
+
+def _check(preds: Tensor, target: Tensor, num_classes: int) -> None:
+    if preds.shape != target.shape or preds.dim() != 3:
+        raise ValueError(
+            f"preds and target must both be [B, H, W] label maps, got {list(preds.shape)} and {list(target.shape)}"
+        )
+    if preds.is_floating_point() or target.is_floating_point():
+        raise ValueError("preds and target must hold integer class indices (take argmax of logits first)")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+
+
+def _valid(target: Tensor, ignore_index: int | None) -> Tensor:
+    return target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+
+
+def confusion_matrix(preds: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = 255) -> Tensor:
+    """``[C, C]`` int64 counts, rows = target class, columns = predicted class; ignored pixels left out.
+
+    A valid pixel predicted outside [0, C) is an error: ``ValueError``.
+    """
+    _check(preds, target, num_classes)
+    valid = _valid(target, ignore_index)
+    actual, predicted = target[valid].long(), preds[valid].long()
+    for name, labels in (("target", actual), ("preds", predicted)):
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+            raise ValueError(f"{name} holds labels outside [0, {num_classes}) at non-ignored pixels")
+    counts = torch.bincount(actual * num_classes + predicted, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def iou_from_confusion(confusion: Tensor) -> Tensor:
+    """Per-class IoU ``[C]`` float64: TP / (TP + FP + FN), NaN where that is 0."""
+    confusion = confusion.double()
+    true_positive = confusion.diagonal()
+    denominator = confusion.sum(0) + confusion.sum(1) - true_positive
+    return torch.where(
+        denominator > 0, true_positive / denominator.clamp_min(1), torch.full_like(denominator, math.nan)
+    )
+
+
+def pixel_accuracy(confusion: Tensor) -> Tensor:
+    """Correct valid pixels / valid pixels (NaN with no valid pixel), float64 scalar."""
+    total = confusion.sum().double()
+    return confusion.diagonal().sum().double() / total if total > 0 else torch.tensor(math.nan, dtype=torch.float64)
+
+
+def mean_class_accuracy(confusion: Tensor) -> Tensor:
+    """nanmean over classes of TP / (TP + FN) (classes absent from the target are NaN), float64."""
+    confusion = confusion.double()
+    support = confusion.sum(1)
+    recall = torch.where(support > 0, confusion.diagonal() / support.clamp_min(1), torch.full_like(support, math.nan))
+    return recall.nanmean()
+
+
+def class_presence(labels: Tensor, num_classes: int, valid: Tensor) -> Tensor:
+    """``[B, C]`` bool: class c occurs at some valid pixel of image b."""
+    batch = labels.shape[0]
+    index = torch.arange(batch, device=labels.device)[:, None, None] * num_classes + labels.long().clamp(
+        0, num_classes - 1
+    )
+    counts = torch.bincount(index[valid], minlength=batch * num_classes)
+    return counts.reshape(batch, num_classes) > 0
+
+
+def _inner_boundary(masks: Tensor) -> Tensor:
+    """boundary(M) = M and not erode_3x3(M), outside the image counting as inside M. ``[K, H, W]`` bool."""
+    # erode(M) = not dilate(not M); max-pooling ignores its padding, i.e. outside counts as M.
+    outside_m = F.max_pool2d((~masks).unsqueeze(1).to(torch.float16 if masks.is_cuda else torch.float32), 3, 1, 1)
+    return masks & (outside_m[:, 0] > 0)
+
+
+def _disc_rows(radius: float) -> list[tuple[int, int]]:
+    """(row offset, half width) of the integer disc {(dy, dx): dy^2 + dx^2 <= radius^2}."""
+    reach = math.floor(radius)
+    rows = []
+    for dy in range(-reach, reach + 1):
+        half = math.floor(math.sqrt(max(radius * radius - dy * dy, 0.0)) + 1e-9)
+        rows.append((dy, half))
+    return rows
+
+
+def _dilate_disc(masks: Tensor, radius: float) -> Tensor:
+    """Pixels within Euclidean distance ``radius`` of a True pixel, ``[K, H, W]`` bool.
+
+    Exact on the pixel grid: the disc is decomposed into rows, each a horizontal max-pool of the
+    row's half width shifted vertically, so the cost grows with the radius, not its square.
+    """
+    if radius < 0:
+        raise ValueError(f"a distance tolerance must be >= 0, got {radius}")
+    height = masks.shape[1]
+    as_float = masks.unsqueeze(1).to(torch.float16 if masks.is_cuda else torch.float32)
+    horizontal: dict[int, Tensor] = {}
+    result = torch.zeros_like(masks)
+    for dy, half in _disc_rows(radius):
+        if abs(dy) >= height:
+            continue  # the shifted row lies entirely outside the image
+        if half not in horizontal:
+            pooled = F.max_pool2d(as_float, (1, 2 * half + 1), 1, (0, half)) if half else as_float
+            horizontal[half] = pooled[:, 0] > 0
+        source = horizontal[half]
+        # result[y] |= source[y + dy] where 0 <= y + dy < H
+        if dy >= 0:
+            result[:, : height - dy] |= source[:, dy:]
+        else:
+            result[:, -dy:] |= source[:, : height + dy]
+    return result
+
+
+def default_boundary_tolerance(height: int, width: int) -> float:
+    """The usual BF tolerance: 0.75% of the image diagonal, in pixels (not rounded)."""
+    return 0.0075 * math.hypot(height, width)
+
+
+def _pair_masks(
+    preds: Tensor, target: Tensor, num_classes: int, valid: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Masks for the (image, class) pairs present in target or prediction: (image ids, class ids,
+    target masks [K, H, W], prediction masks [K, H, W]). Other pairs have both sets empty."""
+    present = class_presence(target, num_classes, valid) | class_presence(preds, num_classes, valid)
+    images, classes = torch.nonzero(present, as_tuple=True)
+    target_masks = target[images] == classes[:, None, None]
+    pred_masks = (preds[images] == classes[:, None, None]) & valid[images]
+    return images, classes, target_masks & valid[images], pred_masks
+
+
+def boundary_prf(
+    preds: Tensor, target: Tensor, num_classes: int, tolerance_px: float, ignore_index: int | None = 255
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Boundary precision, recall and F-score per image and class: three ``[B, C]`` float64 tensors.
+
+    See the module docstring for the definition and the empty-set conventions.
+    """
+    _check(preds, target, num_classes)
+    valid = _valid(target, ignore_index)
+    batch = target.shape[0]
+    shape = (batch, num_classes)
+    precision = torch.full(shape, math.nan, dtype=torch.float64, device=target.device)
+    recall, f_score = precision.clone(), precision.clone()
+    images, classes, target_masks, pred_masks = _pair_masks(preds, target, num_classes, valid)
+    if images.numel() == 0:
+        return precision, recall, f_score
+    target_edges, pred_edges = _inner_boundary(target_masks), _inner_boundary(pred_masks)
+    near_target, near_pred = _dilate_disc(target_edges, tolerance_px), _dilate_disc(pred_edges, tolerance_px)
+    pred_count = pred_edges.sum((1, 2)).double()
+    target_count = target_edges.sum((1, 2)).double()
+    matched_pred = (pred_edges & near_target).sum((1, 2)).double()
+    matched_target = (target_edges & near_pred).sum((1, 2)).double()
+    nan = torch.full_like(pred_count, math.nan)
+    p = torch.where(pred_count > 0, matched_pred / pred_count.clamp_min(1), nan)
+    r = torch.where(target_count > 0, matched_target / target_count.clamp_min(1), nan)
+    p = torch.where((target_count == 0) & (pred_count > 0), torch.zeros_like(p), p)
+    r = torch.where((pred_count == 0) & (target_count > 0), torch.zeros_like(r), r)
+    both = (pred_count > 0) & (target_count > 0)
+    f = torch.where(both, 2 * p * r / (p + r).clamp_min(1e-300), torch.zeros_like(p))
+    f = torch.where(both & (p + r == 0), torch.zeros_like(f), f)
+    f = torch.where((pred_count == 0) & (target_count == 0), nan, f)
+    precision[images, classes], recall[images, classes], f_score[images, classes] = p, r, f
+    return precision, recall, f_score
+
+
+def boundary_iou_dilation(height: int, width: int, dilation_ratio: float) -> int:
+    """Band width d = max(1, round(dilation_ratio * diagonal)), Python's round (half to even)."""
+    return max(1, round(dilation_ratio * math.hypot(height, width)))
+
+
+def _band(masks: Tensor, dilation: int) -> Tensor:
+    """M minus M eroded ``dilation`` times by a 3x3 square, outside the image counting as not M."""
+    # d erosions by a 3x3 square = one erosion by a (2d+1) square; the one-pixel zero frame makes
+    # everything within d of the border erode, which padding with "not M" by d reproduces.
+    outside_m = F.pad(
+        (~masks).unsqueeze(1).to(torch.float16 if masks.is_cuda else torch.float32), [dilation] * 4, value=1.0
+    )
+    touched = F.max_pool2d(outside_m, 2 * dilation + 1, stride=1)[:, 0] > 0
+    return masks & touched
+
+
+def boundary_iou_stats(
+    preds: Tensor, target: Tensor, num_classes: int, dilation_ratio: float = 0.02, ignore_index: int | None = 255
+) -> tuple[Tensor, Tensor]:
+    """Boundary IoU counts ``(intersection [C], union [C])`` int64, summed over the batch."""
+    _check(preds, target, num_classes)
+    valid = _valid(target, ignore_index)
+    dilation = boundary_iou_dilation(target.shape[1], target.shape[2], dilation_ratio)
+    intersection = torch.zeros(num_classes, dtype=torch.long, device=target.device)
+    union = torch.zeros_like(intersection)
+    _, classes, target_masks, pred_masks = _pair_masks(preds, target, num_classes, valid)
+    if classes.numel() == 0:
+        return intersection, union
+    target_band, pred_band = _band(target_masks, dilation), _band(pred_masks, dilation)
+    intersection.index_add_(0, classes, (target_band & pred_band).sum((1, 2)))
+    union.index_add_(0, classes, (target_band | pred_band).sum((1, 2)))
+    return intersection, union
+
+
+def boundary_iou(intersection: Tensor, union: Tensor) -> Tensor:
+    """Per-class Boundary IoU ``[C]`` float64 from summed counts, NaN where the union is 0."""
+    union_f = union.double()
+    return torch.where(union_f > 0, intersection.double() / union_f.clamp_min(1), torch.full_like(union_f, math.nan))
+
+
+def _target_edges(target: Tensor, valid: Tensor) -> Tensor:
+    """Union over classes of boundary(target == c): valid pixels with a differently labelled 3x3
+    neighbour inside the image (an ignored neighbour counts as different). ``[B, H, W]`` bool."""
+    labels = target.unsqueeze(1).double()
+    highest = F.max_pool2d(labels, 3, 1, 1)
+    lowest = -F.max_pool2d(-labels, 3, 1, 1)
+    differs = (highest[:, 0] != labels[:, 0]) | (lowest[:, 0] != labels[:, 0])
+    return differs & valid
+
+
+def trimap_confusion_matrices(
+    preds: Tensor, target: Tensor, num_classes: int, widths: Sequence[float], ignore_index: int | None = 255
+) -> Tensor:
+    """``[len(widths), C, C]`` int64: the confusion matrix of the valid pixels within Euclidean
+    distance ``width`` of the target's boundary, for each width."""
+    _check(preds, target, num_classes)
+    valid = _valid(target, ignore_index)
+    edges = _target_edges(target, valid)
+    matrices = []
+    for width in widths:
+        band = _dilate_disc(edges, width) & valid
+        outside_band = -1  # a label no class has: confusion_matrix leaves these pixels out
+        matrices.append(confusion_matrix(preds, target.masked_fill(~band, outside_band), num_classes, outside_band))
+    return torch.stack(matrices)
+
+
+def context_confusion(preds: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = 255) -> Tensor:
+    """``[3]`` int64: (wrong valid pixels, of them predicted as a class present in the image's
+    target, of them predicted as a class absent from it)."""
+    _check(preds, target, num_classes)
+    valid = _valid(target, ignore_index)
+    present = class_presence(target, num_classes, valid)  # [B, C]
+    wrong = valid & (preds != target)
+    batch_index = torch.arange(target.shape[0], device=target.device)[:, None, None].expand_as(target)
+    co_occurring = present[batch_index[wrong], preds[wrong].long().clamp(0, num_classes - 1)]
+    total = int(wrong.sum())
+    with_present = int(co_occurring.sum())
+    return torch.tensor([total, with_present, total - with_present], dtype=torch.long, device=target.device)
