@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from asml.metrics.morphology import band_inside, bounded_squared_distance, count_true, count_within, inner_boundary
+
 __all__ = [
     "boundary_iou",
     "boundary_iou_dilation",
@@ -107,55 +109,11 @@ def mean_class_accuracy(confusion: Tensor) -> Tensor:
 def class_presence(labels: Tensor, num_classes: int, valid: Tensor) -> Tensor:
     """``[B, C]`` bool: class c occurs at some valid pixel of image b."""
     batch = labels.shape[0]
-    index = torch.arange(batch, device=labels.device)[:, None, None] * num_classes + labels.long().clamp(
-        0, num_classes - 1
-    )
-    counts = torch.bincount(index[valid], minlength=batch * num_classes)
+    index = torch.arange(batch, device=labels.device)[:, None, None] * num_classes + labels.clamp(0, num_classes - 1)
+    # Invalid pixels go to one extra bin (cheaper than selecting the valid ones first).
+    index = index.masked_fill(~valid, batch * num_classes)
+    counts = torch.bincount(index.flatten(), minlength=batch * num_classes + 1)[:-1]
     return counts.reshape(batch, num_classes) > 0
-
-
-def _inner_boundary(masks: Tensor) -> Tensor:
-    """boundary(M) = M and not erode_3x3(M), outside the image counting as inside M. ``[K, H, W]`` bool."""
-    # erode(M) = not dilate(not M); max-pooling ignores its padding, i.e. outside counts as M.
-    outside_m = F.max_pool2d((~masks).unsqueeze(1).to(torch.float16 if masks.is_cuda else torch.float32), 3, 1, 1)
-    return masks & (outside_m[:, 0] > 0)
-
-
-def _disc_rows(radius: float) -> list[tuple[int, int]]:
-    """(row offset, half width) of the integer disc {(dy, dx): dy^2 + dx^2 <= radius^2}."""
-    reach = math.floor(radius)
-    rows = []
-    for dy in range(-reach, reach + 1):
-        half = math.floor(math.sqrt(max(radius * radius - dy * dy, 0.0)) + 1e-9)
-        rows.append((dy, half))
-    return rows
-
-
-def _dilate_disc(masks: Tensor, radius: float) -> Tensor:
-    """Pixels within Euclidean distance ``radius`` of a True pixel, ``[K, H, W]`` bool.
-
-    Exact on the pixel grid: the disc is decomposed into rows, each a horizontal max-pool of the
-    row's half width shifted vertically, so the cost grows with the radius, not its square.
-    """
-    if radius < 0:
-        raise ValueError(f"a distance tolerance must be >= 0, got {radius}")
-    height = masks.shape[1]
-    as_float = masks.unsqueeze(1).to(torch.float16 if masks.is_cuda else torch.float32)
-    horizontal: dict[int, Tensor] = {}
-    result = torch.zeros_like(masks)
-    for dy, half in _disc_rows(radius):
-        if abs(dy) >= height:
-            continue  # the shifted row lies entirely outside the image
-        if half not in horizontal:
-            pooled = F.max_pool2d(as_float, (1, 2 * half + 1), 1, (0, half)) if half else as_float
-            horizontal[half] = pooled[:, 0] > 0
-        source = horizontal[half]
-        # result[y] |= source[y + dy] where 0 <= y + dy < H
-        if dy >= 0:
-            result[:, : height - dy] |= source[:, dy:]
-        else:
-            result[:, -dy:] |= source[:, : height + dy]
-    return result
 
 
 def default_boundary_tolerance(height: int, width: int) -> float:
@@ -170,9 +128,13 @@ def _pair_masks(
     target masks [K, H, W], prediction masks [K, H, W]). Other pairs have both sets empty."""
     present = class_presence(target, num_classes, valid) | class_presence(preds, num_classes, valid)
     images, classes = torch.nonzero(present, as_tuple=True)
-    target_masks = target[images] == classes[:, None, None]
-    pred_masks = (preds[images] == classes[:, None, None]) & valid[images]
-    return images, classes, target_masks & valid[images], pred_masks
+    # Compare in int16 (a quarter of int64's memory traffic); ignored pixels of both maps become
+    # -1, which no class has, so the masks need no separate validity pass.
+    small = torch.int16 if num_classes < 2**15 else torch.int32
+    wanted = classes.to(small)[:, None, None]
+    target_small = target.masked_fill(~valid, -1).to(small)
+    pred_small = preds.masked_fill(~valid, -1).to(small)
+    return images, classes, target_small[images] == wanted, pred_small[images] == wanted
 
 
 def boundary_prf(
@@ -191,12 +153,9 @@ def boundary_prf(
     images, classes, target_masks, pred_masks = _pair_masks(preds, target, num_classes, valid)
     if images.numel() == 0:
         return precision, recall, f_score
-    target_edges, pred_edges = _inner_boundary(target_masks), _inner_boundary(pred_masks)
-    near_target, near_pred = _dilate_disc(target_edges, tolerance_px), _dilate_disc(pred_edges, tolerance_px)
-    pred_count = pred_edges.sum((1, 2)).double()
-    target_count = target_edges.sum((1, 2)).double()
-    matched_pred = (pred_edges & near_target).sum((1, 2)).double()
-    matched_target = (target_edges & near_pred).sum((1, 2)).double()
+    target_edges, pred_edges = inner_boundary(target_masks), inner_boundary(pred_masks)
+    matched_pred, pred_count = (c.double() for c in count_within(pred_edges, target_edges, tolerance_px))
+    matched_target, target_count = (c.double() for c in count_within(target_edges, pred_edges, tolerance_px))
     nan = torch.full_like(pred_count, math.nan)
     p = torch.where(pred_count > 0, matched_pred / pred_count.clamp_min(1), nan)
     r = torch.where(target_count > 0, matched_target / target_count.clamp_min(1), nan)
@@ -215,17 +174,6 @@ def boundary_iou_dilation(height: int, width: int, dilation_ratio: float) -> int
     return max(1, round(dilation_ratio * math.hypot(height, width)))
 
 
-def _band(masks: Tensor, dilation: int) -> Tensor:
-    """M minus M eroded ``dilation`` times by a 3x3 square, outside the image counting as not M."""
-    # d erosions by a 3x3 square = one erosion by a (2d+1) square; the one-pixel zero frame makes
-    # everything within d of the border erode, which padding with "not M" by d reproduces.
-    outside_m = F.pad(
-        (~masks).unsqueeze(1).to(torch.float16 if masks.is_cuda else torch.float32), [dilation] * 4, value=1.0
-    )
-    touched = F.max_pool2d(outside_m, 2 * dilation + 1, stride=1)[:, 0] > 0
-    return masks & touched
-
-
 def boundary_iou_stats(
     preds: Tensor, target: Tensor, num_classes: int, dilation_ratio: float = 0.02, ignore_index: int | None = 255
 ) -> tuple[Tensor, Tensor]:
@@ -238,9 +186,9 @@ def boundary_iou_stats(
     _, classes, target_masks, pred_masks = _pair_masks(preds, target, num_classes, valid)
     if classes.numel() == 0:
         return intersection, union
-    target_band, pred_band = _band(target_masks, dilation), _band(pred_masks, dilation)
-    intersection.index_add_(0, classes, (target_band & pred_band).sum((1, 2)))
-    union.index_add_(0, classes, (target_band | pred_band).sum((1, 2)))
+    target_band, pred_band = band_inside(target_masks, dilation), band_inside(pred_masks, dilation)
+    intersection.index_add_(0, classes, count_true(target_band & pred_band))
+    union.index_add_(0, classes, count_true(target_band | pred_band))
     return intersection, union
 
 
@@ -268,9 +216,13 @@ def trimap_confusion_matrices(
     _check(preds, target, num_classes)
     valid = _valid(target, ignore_index)
     edges = _target_edges(target, valid)
+    for width in widths:
+        if width < 0:
+            raise ValueError(f"trimap widths must be >= 0, got {width}")
+    squared = bounded_squared_distance(edges, math.floor(max(widths, default=0)))
     matrices = []
     for width in widths:
-        band = _dilate_disc(edges, width) & valid
+        band = (squared <= width * width + 1e-9) & valid
         outside_band = -1  # a label no class has: confusion_matrix leaves these pixels out
         matrices.append(confusion_matrix(preds, target.masked_fill(~band, outside_band), num_classes, outside_band))
     return torch.stack(matrices)
