@@ -1,0 +1,80 @@
+"""The trainer's loss strategies: one interface, own state, no gradient leaks between players."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+
+from asml.losses import LOSS_NAMES, build_loss
+
+
+def batch(classes: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, 64, 64, generator=generator)
+    target = torch.randint(0, classes, (2, 64, 64), generator=generator)
+    target[:, :4] = 255
+    logits = torch.randn(2, classes, 64, 64, generator=generator)
+    return images, target, logits
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_every_loss_gives_a_finite_scalar_with_gradients_only_on_valid_pixels(name: str) -> None:
+    images, target, logits = batch()
+    loss_fn = build_loss(name, 3, total_steps=10)
+    logits.requires_grad_(True)
+    loss = loss_fn(logits, target, images)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    assert logits.grad is not None and float(logits.grad.abs().sum()) > 0
+    assert float(logits.grad.permute(0, 2, 3, 1)[target == 255].abs().sum()) == 0.0
+    assert "loss" in loss_fn.latest_scalars()
+    assert all(p.grad is None for p in loss_fn.parameters())  # a second network gets no gradient
+
+
+def test_cross_entropy_variants_match_their_definitions() -> None:
+    _, target, logits = batch()
+    assert float(build_loss("ce", 3)(logits, target)) == pytest.approx(
+        float(F.cross_entropy(logits, target, ignore_index=255)), rel=1e-6
+    )
+    lovasz = smp.losses.LovaszLoss("multiclass", ignore_index=255)(logits, target)
+    dice = smp.losses.DiceLoss("multiclass", ignore_index=255)(logits, target)
+    ce = F.cross_entropy(logits, target, ignore_index=255)
+    assert float(build_loss("lovasz", 3)(logits, target)) == pytest.approx(float(lovasz), rel=1e-6)
+    assert float(build_loss("dice+ce", 3, ce_weight=0.5)(logits, target)) == pytest.approx(
+        float(dice + 0.5 * ce), rel=1e-6
+    )
+    asm_ce = build_loss("asm+ce", 3)
+    asm_ce.eval()
+    total = asm_ce(logits, target)
+    assert float(total) == pytest.approx(float(asm_ce.latest["matching"] + ce), rel=1e-5)
+
+
+def test_gan_updates_its_discriminator_in_training_only_and_round_trips() -> None:
+    images, target, logits = batch()
+    gan = build_loss("gan", 3)
+    before = [p.detach().clone() for p in gan.parameters()]
+    gan.eval()
+    gan(logits, target, images)
+    assert all(torch.equal(p, q) for p, q in zip(gan.parameters(), before, strict=True))
+    gan.train()
+    loss = gan(logits.requires_grad_(True), target, images)
+    assert any(not torch.equal(p, q) for p, q in zip(gan.parameters(), before, strict=True))
+    parts = gan.latest_scalars()
+    assert float(loss.detach()) == pytest.approx(parts["ce"] + 0.01 * parts["gan"], rel=1e-5)
+    buffer = io.BytesIO()
+    torch.save(gan.state_dict(), buffer)
+    buffer.seek(0)
+    restored = build_loss("gan", 3)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert restored.optimizer.state_dict()["state"].keys() == gan.optimizer.state_dict()["state"].keys()  # type: ignore[union-attr, operator]
+    with pytest.raises(ValueError, match="needs the images"):
+        gan(logits, target)
+
+
+def test_unknown_loss_names_list_the_choices() -> None:
+    with pytest.raises(ValueError, match="unknown loss 'focal'; choose one of ce, asm, asm\\+ce, gan"):
+        build_loss("focal", 3)
