@@ -44,11 +44,40 @@ def _add_data(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     preview.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
+def _add_train_eval_predict(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    train = commands.add_parser(
+        "train",
+        help="train a segmenter from a YAML config",
+        formatter_class=formatter,
+        description="Train from CONFIG.yaml; override any key with section.key=value, e.g. train.steps=500 "
+        "loss.name=ce. Sections and keys: run_dir, seed, model.{name,encoder,weights,aux,aux_weight}, "
+        "data.{dataset,root,sbd_root,num_classes,train_split,val_split,size,crop_size,scale_range,eval_size,"
+        "batch_size,workers}, loss.{name,ce_weight,gan_weight,gan_lr,asm}, optim.{name,lr,momentum,weight_decay,"
+        "poly_power,grad_clip}, train.{steps,eval_every,log_every,checkpoint_every,keep_last,best_metric,amp,"
+        "sync_bn,freeze_bn,device,trimap_widths}. Launch several processes with torchrun.",
+    )
+    train.add_argument("config", help="YAML config file (see configs/)")
+    train.add_argument("overrides", nargs="*", help="section.key=value overrides (values parsed as YAML)")
+    train.add_argument("--resume", action="store_true", help="continue the run in run_dir from its last checkpoint")
+    train.add_argument("--force", action="store_true", help="replace a run that already exists in run_dir")
+    evaluate = commands.add_parser("eval", help="evaluate a run or checkpoint", formatter_class=formatter)
+    evaluate.add_argument("run", help="run directory (its best checkpoint) or checkpoint file")
+    evaluate.add_argument("--data", nargs="*", default=[], help="data.key=value overrides, e.g. data.val_split=test")
+    evaluate.add_argument("--json", default=None, help="also write the scores to this JSON file (never overwritten)")
+    predict = commands.add_parser("predict", help="predict masks for images", formatter_class=formatter)
+    predict.add_argument("checkpoint", help="run directory or checkpoint file")
+    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--out", required=True, help="folder for <name>_mask.png and <name>_overlay.png")
+    predict.add_argument("--force", action="store_true", help="replace existing output files")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``asml`` and its subcommands."""
     parser = argparse.ArgumentParser(prog="asml", description="Adversarial Structure Matching for segmentation models.")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_demo(commands)
+    _add_train_eval_predict(commands)
     _add_data(commands)
     return parser
 
@@ -88,13 +117,84 @@ def _run_preview(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     return 0
 
 
+def _run_train(args: argparse.Namespace) -> int:
+    from asml.engine.config import load_config
+    from asml.engine.trainer import train
+
+    config = load_config(args.config, args.overrides)
+    train(config, resume=args.resume, force=args.force)
+    return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from asml.engine.data import build_data
+    from asml.engine.trainer import evaluate, load_model_from_checkpoint
+    from asml.metrics import format_table, to_json
+
+    if args.json is not None and Path(args.json).exists():
+        raise FileExistsError(f"{args.json} exists; choose another --json path")
+    model, config, class_names = load_model_from_checkpoint(Path(args.run))
+    data_config = config.data.model_copy(update=_parse_overrides(args.data, "data"))
+    bundle = build_data(type(config.data).model_validate(data_config.model_dump()))
+    result = evaluate(model, bundle, next(model.parameters()).device, config.train.trimap_widths)
+    print(format_table(result, class_names))
+    if args.json is not None:
+        Path(args.json).write_text(json.dumps(to_json(result, class_names), indent=1, allow_nan=False))
+    return 0
+
+
+def _parse_overrides(pairs: Sequence[str], section: str) -> dict[str, object]:
+    import yaml
+
+    from asml.engine.config import ConfigError
+
+    parsed: dict[str, object] = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        prefix = f"{section}."
+        if not separator or not key.startswith(prefix):
+            raise ConfigError(f"--{section} takes {section}.key=value pairs, got {pair!r}")
+        parsed[key[len(prefix) :]] = yaml.safe_load(value)
+    return parsed
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from asml.engine.predict import predict_files
+    from asml.engine.trainer import load_model_from_checkpoint
+
+    model, _, class_names = load_model_from_checkpoint(Path(args.checkpoint))
+    for written in predict_files(model, [Path(p) for p in args.images], Path(args.out), len(class_names), args.force):
+        print(f"wrote {written}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asml`` console script; returns the process exit code."""
+    from asml.data.readers import DatasetError
+    from asml.engine.checkpoint import CheckpointError
+    from asml.engine.config import ConfigError
+    from asml.engine.trainer import NonFiniteLossError, RunDirectoryError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _run_demo(parser, args)
-    return _run_preview(parser, args)
+    if args.command == "data":
+        return _run_preview(parser, args)
+    runners = {"train": _run_train, "eval": _run_eval, "predict": _run_predict}
+    try:
+        return runners[args.command](args)
+    except (ConfigError, DatasetError, CheckpointError, RunDirectoryError, FileExistsError) as error:
+        print(f"asml {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as error:
+        print(f"asml {args.command}: {error}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -1,0 +1,195 @@
+"""Run configuration: YAML validated into typed objects, with dotted ``key=value`` overrides.
+
+An unknown key or a wrong type is a ``ConfigError`` that names the key (dotted) and, for unknown
+keys, suggests the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "load_config",
+    "load_config_text",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key and what was expected."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """The segmenter: ``asml.models.build(name, num_classes, encoder, weights=weights, aux=aux)``."""
+
+    name: str = "unet"
+    encoder: str = "resnet18"
+    weights: str | None = None
+    aux: bool = False
+    aux_weight: float = Field(0.4, ge=0)
+
+
+class DataConfig(_Strict):
+    """Where the images come from and how they are batched.
+
+    ``dataset``: ``builtin:horses``, ``builtin:riders``, ``voc``, ``cityscapes``, ``weizmann_horse``
+    or ``folder`` (the last four read ``root``).
+    """
+
+    dataset: str = "builtin:horses"
+    root: str | None = None
+    sbd_root: str | None = None
+    num_classes: int | None = Field(None, ge=2)
+    train_split: str = "train"
+    val_split: str = "val"
+    size: int = Field(64, ge=32, description="image side of the built-in sets")
+    crop_size: int = Field(64, ge=16)
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    eval_size: int | None = None
+    val_images: int | None = Field(None, ge=1, description="evaluate on the first N validation images only")
+    batch_size: int = Field(8, ge=1)
+    workers: int = Field(2, ge=0)
+
+
+class LossConfig(_Strict):
+    """The segmenter's loss (``asml.losses.build_loss``); ``asm`` holds ASM keyword arguments."""
+
+    name: Literal["ce", "asm", "asm+ce", "gan", "lovasz", "lovasz+ce", "dice", "dice+ce"] = "asm+ce"
+    ce_weight: float = Field(1.0, ge=0)
+    gan_weight: float = Field(0.01, ge=0)
+    gan_lr: float = Field(2e-4, gt=0)
+    asm: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(_Strict):
+    """The segmenter's optimizer and poly learning-rate decay."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    poly_power: float = Field(0.9, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+
+
+class TrainConfig(_Strict):
+    """Schedule, evaluation, checkpoints, precision and devices."""
+
+    steps: int = Field(1000, ge=1)
+    eval_every: int = Field(200, ge=1)
+    log_every: int = Field(20, ge=1)
+    checkpoint_every: int = Field(200, ge=1)
+    keep_last: int = Field(2, ge=1)
+    best_metric: str = "mIoU"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    sync_bn: bool = False
+    freeze_bn: bool = False
+    device: str = "auto"
+    trimap_widths: tuple[float, ...] = (1, 2, 4, 8, 16)
+
+
+class RunConfig(_Strict):
+    """Everything a run needs; saved as ``config.yaml`` in the run directory."""
+
+    run_dir: str = "runs/run"
+    seed: int = 0
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig())
+    data: DataConfig = Field(default_factory=lambda: DataConfig())
+    loss: LossConfig = Field(default_factory=lambda: LossConfig())
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig())
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig())
+
+    def to_yaml(self) -> str:
+        """The resolved configuration as YAML."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _fields_at(path: Sequence[str | int]) -> list[str]:
+    """Valid field names of the config section at ``path``."""
+    model: type[BaseModel] = RunConfig
+    for part in path:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _explain(error: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for problem in error.errors():
+        location = [str(part) for part in problem["loc"]]
+        key = ".".join(location)
+        if problem["type"] == "extra_forbidden":
+            choices = _fields_at(location[:-1])
+            close = difflib.get_close_matches(location[-1], choices, n=1)
+            hint = f"; did you mean {'.'.join([*location[:-1], close[0]])!r}?" if close else ""
+            lines.append(f"unknown key {key!r}{hint} (valid here: {', '.join(choices)})")
+        else:
+            lines.append(f"{key}: {problem['msg']} (got {problem.get('input')!r})")
+    return ConfigError(f"invalid configuration in {source}:\n  " + "\n  ".join(lines))
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config_text(text: str, source: str) -> RunConfig:
+    """Validate a YAML text (e.g. the config stored in a checkpoint)."""
+    try:
+        return RunConfig.model_validate(yaml.safe_load(text) or {})
+    except ValidationError as error:
+        raise _explain(error, source) from None
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a YAML file (None: defaults), apply ``key=value`` overrides (values parsed as YAML), validate."""
+    tree: dict[str, Any] = {}
+    source = "the defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
+        tree = loaded or {}
+        source = str(path)
+    for override in overrides:
+        key, separator, raw = override.partition("=")
+        if not separator or not key:
+            raise ConfigError(f"override {override!r} must look like section.key=value")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    if overrides:
+        source += " with overrides " + " ".join(overrides)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as error:
+        raise _explain(error, source) from None
