@@ -75,6 +75,8 @@ def _prepare_run_directory(config: RunConfig, resume: bool, force: bool, process
     holds_run = (run_dir / "config.yaml").exists() or (run_dir / "checkpoints").exists()
     if holds_run and not resume and not force:
         raise RunDirectoryError(f"{run_dir} already holds a run; pass --resume to continue it or --force to replace it")
+    if dist.is_initialized():
+        dist.barrier()  # every process has looked before the main one writes
     if processes.is_main:
         if holds_run and force and not resume:
             for name in ("checkpoints", "tensorboard", "metrics.jsonl", "config.yaml", "final_metrics.json"):
@@ -205,7 +207,8 @@ def _scalar_summary(result: dict[str, Tensor]) -> dict[str, float]:
 
 def _check_finite(loss: Tensor, loss_fn: SegmentationLoss, step: int) -> None:
     """Stop (on every process alike) when any loss term is NaN or infinite, naming the term."""
-    terms = {"loss": loss.detach().float(), **{k: v.float() for k, v in loss_fn.latest.items()}}
+    # The total goes last: it must not be masked by a loss's own (partial) "loss" entry.
+    terms = {**{k: v.float() for k, v in loss_fn.latest.items()}, "loss": loss.detach().float()}
     bad = torch.tensor([0.0 if torch.isfinite(v).all() else 1.0 for v in terms.values()], device=loss.device)
     if dist.is_initialized():
         dist.all_reduce(bad, op=dist.ReduceOp.MAX)
