@@ -337,3 +337,21 @@ def test_analyzer_on_another_device_than_the_logits_is_named_in_the_error() -> N
     asm = AdversarialStructureMatching(2).to("meta")
     with pytest.raises(ValueError, match=r"logits are on cpu but the structure analyzer is on meta.*asm.to\('cpu'\)"):
         asm(torch.randn(1, 2, 32, 32), torch.zeros(1, 32, 32, dtype=torch.long))
+
+
+def test_loss_maps_show_where_the_analyzer_sees_the_mistake() -> None:
+    torch.manual_seed(0)
+    masks = torch.zeros(1, 64, 64, dtype=torch.long)
+    masks[0, 16:48, 16:48] = 1
+    asm = AdversarialStructureMatching(2)
+    before = [p.detach().clone() for p in asm.analyzer.parameters()]
+    perfect = asm.loss_maps(confident_logits(masks, 2), masks)
+    assert set(perfect) == {"conv1", "conv2"} and all(float(m.abs().max()) < 1e-5 for m in perfect.values())
+    wrong = masks.clone()
+    wrong[0, 40:48, 40:48] = 0  # a corner bitten off
+    maps = asm.loss_maps(confident_logits(wrong, 2), masks)
+    for loss_map in maps.values():
+        assert tuple(loss_map.shape) == (1, 64, 64)
+        inside = float(loss_map[0, 36:52, 36:52].sum())
+        assert inside > 0.9 * float(loss_map.sum()) > 0  # the error is where the map lights up
+    assert asm.step == 0 and all(torch.equal(p, q) for p, q in zip(asm.analyzer.parameters(), before, strict=True))

@@ -118,6 +118,17 @@ def test_predict_writes_index_masks_and_overlays_without_overwriting(tmp_path: P
 # ---------------------------------------------------------------- faults
 
 
+def test_a_missing_dataset_shows_the_expected_layout_and_creates_no_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = Path(__file__).resolve().parents[1] / "configs" / "voc-pspnet-ce.yaml"
+    run_dir = tmp_path / "voc"
+    code = main(["train", str(config), f"run_dir={run_dir}", f"data.root={tmp_path / 'nothing'}"])
+    assert code == 2
+    assert "no PASCAL VOC 2012 dataset at" in capsys.readouterr().err
+    assert not run_dir.exists()
+
+
 def test_a_run_directory_is_never_overwritten_without_force(tmp_path: Path) -> None:
     config = tiny_config(tmp_path / "run", train={"steps": 1, "eval_every": 1})
     train(config)
@@ -229,3 +240,16 @@ def test_two_processes_with_batch_b_match_one_process_with_batch_2b(tmp_path: Pa
     for key, value in one.items():
         if value.is_floating_point():
             torch.testing.assert_close(two[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_bf16_autocast_run_and_tensorboard_pictures(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "bf16"
+    summary = train(tiny_config(run_dir, loss={"name": "asm"}, train={"steps": 2, "eval_every": 2, "amp": "bf16"}))
+    assert all(math.isfinite(v) for v in summary.values())
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    tags = set(events.Tags()["images"])
+    assert {"validation/image_target_prediction", "analyzer_loss_map/conv1", "analyzer_loss_map/conv2"} <= tags
+    assert "train/matching" in events.Tags()["scalars"] and "eval/mIoU" in events.Tags()["scalars"]

@@ -9,6 +9,10 @@ from collections.abc import Sequence
 from asml.engine.quick_demo import LOSSES, QuickDemoSettings
 
 
+class _DefaultsAndRawEpilog(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show option defaults and keep the epilog's line breaks."""
+
+
 def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     defaults = QuickDemoSettings()
     demo = commands.add_parser(
@@ -45,17 +49,17 @@ def _add_data(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def _add_train_eval_predict(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from asml.engine.config import describe_defaults
+
     formatter = argparse.ArgumentDefaultsHelpFormatter
     train = commands.add_parser(
         "train",
         help="train a segmenter from a YAML config",
-        formatter_class=formatter,
-        description="Train from CONFIG.yaml; override any key with section.key=value, e.g. train.steps=500 "
-        "loss.name=ce. Sections and keys: run_dir, seed, model.{name,encoder,weights,aux,aux_weight}, "
-        "data.{dataset,root,sbd_root,num_classes,train_split,val_split,size,crop_size,scale_range,eval_size,"
-        "batch_size,workers}, loss.{name,ce_weight,gan_weight,gan_lr,asm}, optim.{name,lr,momentum,weight_decay,"
-        "poly_power,grad_clip}, train.{steps,eval_every,log_every,checkpoint_every,keep_last,best_metric,amp,"
-        "sync_bn,freeze_bn,device,trimap_widths}. Launch several processes with torchrun.",
+        formatter_class=_DefaultsAndRawEpilog,
+        description="Train from CONFIG.yaml. Override any key with section.key=value (parsed as YAML), e.g. "
+        "train.steps=500 loss.name=ce. Launch several processes with: torchrun --nproc_per_node N -m asml.cli "
+        "train CONFIG.yaml",
+        epilog="configuration keys and their defaults:\n" + describe_defaults(),
     )
     train.add_argument("config", help="YAML config file (see configs/)")
     train.add_argument("overrides", nargs="*", help="section.key=value overrides (values parsed as YAML)")

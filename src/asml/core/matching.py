@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asml.core.analyzer import RELEASED_WIDTHS, StructureAnalyzer
@@ -39,6 +40,7 @@ from asml.core.losses import (
     layer_hinge_losses,
     layer_matching_distances,
     reconstruction_loss,
+    structure_distance,
 )
 
 __all__ = ["AdversarialStructureMatching", "PolyDecay"]
@@ -203,6 +205,25 @@ class AdversarialStructureMatching(nn.Module):
         scalars["loss"] = loss.detach()
         self.latest = scalars
         return loss
+
+    @torch.no_grad()
+    def loss_maps(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Where each matched layer sees the mistakes: ``d_l(y, softmax(logits))`` per position,
+        upsampled to the label size, ``{layer: [B, H, W]}`` float32 (0 where invalid). No update."""
+        target = validate_logits_and_target(logits, target, self.num_classes, self.ignore_index)
+        ignored = ignored_pixels(target, self.ignore_index)
+        ground_truth = one_hot_target(target, self.num_classes, ignored, loss_dtype(logits))
+        target_out = self.analyzer(ground_truth, ignored, self.matched_layers, detach_parameters=True)
+        prediction_out = self.analyzer(
+            class_probabilities(logits), ignored, self.matched_layers, detach_parameters=True
+        )
+        maps = {}
+        for name, features in prediction_out.features.items():
+            distance = structure_distance(features, target_out.features[name])
+            if prediction_out.valid is not None:
+                distance = distance * prediction_out.valid[name]
+            maps[name] = F.interpolate(distance[:, None], size=target.shape[-2:], mode="nearest")[:, 0]
+        return maps
 
     def _check_device(self, logits: Tensor) -> None:
         analyzer_device = next(self.analyzer.parameters()).device

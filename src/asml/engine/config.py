@@ -22,6 +22,7 @@ __all__ = [
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
+    "describe_defaults",
     "load_config",
     "load_config_text",
 ]
@@ -118,6 +119,19 @@ class RunConfig(_Strict):
     def to_yaml(self) -> str:
         """The resolved configuration as YAML."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def describe_defaults() -> str:
+    """Every configuration key with its default, one ``section.key: default`` per line."""
+    lines = []
+    defaults = RunConfig().model_dump(mode="json")
+    for key, value in defaults.items():
+        if key in ("model", "data", "loss", "optim", "train"):
+            for inner, inner_value in value.items():
+                lines.append(f"  {key}.{inner}: {inner_value!r}")
+        else:
+            lines.append(f"  {key}: {value!r}")
+    return "\n".join(lines)
 
 
 def _fields_at(path: Sequence[str | int]) -> list[str]:

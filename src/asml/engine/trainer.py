@@ -31,6 +31,7 @@ from asml.engine.data import DataBundle, build_data, training_batches, validatio
 from asml.losses import SegmentationLoss, build_loss
 from asml.metrics import SegmentationMetrics, format_table, to_json
 from asml.models import SegmentationModel, build
+from asml.viz.preview import label_colormap
 
 __all__ = ["NonFiniteLossError", "RunDirectoryError", "evaluate", "train"]
 
@@ -155,6 +156,12 @@ class _Logger:
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self.writer.add_scalar(f"{kind}/{name}", value, step)
 
+    def pictures(self, step: int, pictures: dict[str, Tensor]) -> None:
+        """Images ``[3, H, W]`` in [0, 1] for TensorBoard."""
+        if self.enabled:
+            for name, picture in pictures.items():
+                self.writer.add_image(name, picture, step)
+
     def progress(self, step: int, first_step: int, values: dict[str, float], images_per_step: int) -> None:
         if not self.enabled:
             return
@@ -195,6 +202,27 @@ def evaluate(
     result = metrics.compute()
     model.train(was_training)
     return result
+
+
+@torch.no_grad()
+def _validation_pictures(
+    model: nn.Module, bundle: DataBundle, loss_fn: SegmentationLoss, device: torch.device
+) -> dict[str, Tensor]:
+    """The first validation image: image | target | prediction, and (ASM) each layer's loss map."""
+    colours = torch.from_numpy(label_colormap()).float().div(255)
+    image, mask = bundle.val[0]
+    normalised, _ = bundle.eval_transform(image, mask)
+    logits = _unwrap(model).eval()(normalised[None].to(device)).float().cpu()
+    predicted = logits.argmax(1)[0]
+    shown = image.float().div(255) if image.dtype == torch.uint8 else image
+    strip = [shown, colours[mask.clamp(0, 255)].permute(2, 0, 1), colours[predicted].permute(2, 0, 1)]
+    pictures = {"validation/image_target_prediction": torch.cat(strip, dim=2)}
+    asm = getattr(loss_fn, "asm", None)
+    if asm is not None:
+        for layer, loss_map in asm.loss_maps(logits.to(device), mask[None].to(device)).items():
+            scaled = (loss_map[0] / 4).clamp(0, 1).cpu()  # distances lie in [0, 4]
+            pictures[f"analyzer_loss_map/{layer}"] = scaled.expand(3, *scaled.shape)
+    return pictures
 
 
 def _scalar_summary(result: dict[str, Tensor]) -> dict[str, float]:
@@ -256,10 +284,10 @@ def _checkpoint_payload(
 def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[str, float]:
     """Train as configured; return the final validation scores (also in ``final_metrics.json``)."""
     processes = _start_processes(config.train.device)
+    bundle = build_data(config.data)  # before the run directory: a missing dataset leaves nothing behind
     run_dir = _prepare_run_directory(config, resume, force, processes)
     checkpoints = run_dir / "checkpoints"
     torch.manual_seed(config.seed)
-    bundle = build_data(config.data)
     model = _build_model(config, bundle.num_classes, processes)
     loss_fn = build_loss(
         config.loss.name,
@@ -330,6 +358,8 @@ def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[
                 )  # fmt: skip
                 summary = _scalar_summary(result)
                 logger.record(step, "eval", summary)
+                if processes.is_main:
+                    logger.pictures(step, _validation_pictures(model, bundle, loss_fn, processes.device))
                 score = summary.get(config.train.best_metric, float("nan"))
                 if score > best["value"]:
                     best = {"value": score, "step": step}
