@@ -129,6 +129,14 @@ def test_a_missing_dataset_shows_the_expected_layout_and_creates_no_run(
     assert not run_dir.exists()
 
 
+def test_sync_batch_norm_on_the_cpu_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"train\.sync_bn needs CUDA"):
+        train(tiny_config(tmp_path / "run", train={"sync_bn": True}))
+    with pytest.raises(ConfigError, match=r"train\.amp=fp16 needs a CUDA device"):
+        train(tiny_config(tmp_path / "run", train={"amp": "fp16"}))
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_directory_is_never_overwritten_without_force(tmp_path: Path) -> None:
     config = tiny_config(tmp_path / "run", train={"steps": 1, "eval_every": 1})
     train(config)

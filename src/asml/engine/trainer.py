@@ -93,6 +93,17 @@ def _prepare_run_directory(config: RunConfig, resume: bool, force: bool, process
     return run_dir
 
 
+def _check_devices(config: RunConfig, device: torch.device) -> None:
+    """Settings this device cannot run, refused before anything is written."""
+    if config.train.sync_bn and device.type != "cuda":
+        raise ConfigError(
+            "train.sync_bn needs CUDA (PyTorch's SyncBatchNorm runs on GPUs only); on the CPU use "
+            "train.freeze_bn=true or a larger data.batch_size per process"
+        )
+    if config.train.amp == "fp16" and device.type != "cuda":
+        raise ConfigError("train.amp=fp16 needs a CUDA device; use bf16 on the CPU")
+
+
 def _build_model(config: RunConfig, num_classes: int, processes: _Processes) -> nn.Module:
     model: nn.Module = build(
         config.model.name, num_classes, config.model.encoder, weights=config.model.weights, aux=config.model.aux
@@ -123,8 +134,6 @@ def _optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
 def _autocast(config: RunConfig, device: torch.device) -> AbstractContextManager[Any]:
     if config.train.amp == "none":
         return nullcontext()
-    if config.train.amp == "fp16" and device.type != "cuda":
-        raise ConfigError("train.amp=fp16 needs a CUDA device; use bf16 on the CPU")
     return torch.autocast(device.type, dtype=torch.bfloat16 if config.train.amp == "bf16" else torch.float16)
 
 
@@ -284,6 +293,7 @@ def _checkpoint_payload(
 def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[str, float]:
     """Train as configured; return the final validation scores (also in ``final_metrics.json``)."""
     processes = _start_processes(config.train.device)
+    _check_devices(config, processes.device)
     bundle = build_data(config.data)  # before the run directory: a missing dataset leaves nothing behind
     run_dir = _prepare_run_directory(config, resume, force, processes)
     checkpoints = run_dir / "checkpoints"
