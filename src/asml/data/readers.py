@@ -59,16 +59,21 @@ class DatasetError(ValueError):
     """A problem with a dataset on disk; the message names the file and what was expected."""
 
 
-def read_image(path: Path, channels: int = 3) -> Tensor:
-    """``uint8 [channels, H, W]`` from an image file; 3 channels means RGB, 1 means grayscale."""
+def _open_picture(path: Path, kind: str) -> Image.Image:
+    """Decode ``path`` fully; a missing or undecodable file is a ``DatasetError`` naming it."""
     try:
         with Image.open(path) as opened:
             opened.load()
-            image = opened
+            return opened
     except FileNotFoundError:
-        raise DatasetError(f"image {path} does not exist") from None
+        raise DatasetError(f"{kind} {path} does not exist") from None
     except (UnidentifiedImageError, OSError) as error:
-        raise DatasetError(f"cannot read image {path}: {error}") from None
+        raise DatasetError(f"cannot read {kind} {path}: {error}") from None
+
+
+def read_image(path: Path, channels: int = 3) -> Tensor:
+    """``uint8 [channels, H, W]`` from an image file; 3 channels means RGB, 1 means grayscale."""
+    image = _open_picture(path, "image")
     expected_mode = {3: "RGB", 1: "L"}.get(channels)
     if image.mode != expected_mode:
         found = len(image.getbands())
@@ -82,14 +87,7 @@ def read_image(path: Path, channels: int = 3) -> Tensor:
 
 def read_label_png(path: Path) -> np.ndarray:
     """Class indices ``[H, W]`` from a palette (``P``) or single-channel PNG; RGB masks are refused."""
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            mask = opened
-    except FileNotFoundError:
-        raise DatasetError(f"mask {path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise DatasetError(f"cannot read mask {path}: {error}") from None
+    mask = _open_picture(path, "mask")
     if mask.mode not in ("P", "L", "I", "I;16", "1"):
         raise DatasetError(
             f"mask {path} is {mask.mode} with {len(mask.getbands())} channels; expected a palette or "
