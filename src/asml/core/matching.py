@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asml.core.analyzer import RELEASED_WIDTHS, StructureAnalyzer
+from asml.core.analyzer import RELEASED_WIDTHS, AnalyzerOutput, StructureAnalyzer
 from asml.core.distributed import average_gradients, broadcast_parameters
 from asml.core.label_maps import (
     as_class_logits,
@@ -213,10 +213,7 @@ class AdversarialStructureMatching(nn.Module):
         target = validate_logits_and_target(logits, target, self.num_classes, self.ignore_index)
         ignored = ignored_pixels(target, self.ignore_index)
         ground_truth = one_hot_target(target, self.num_classes, ignored, loss_dtype(logits))
-        target_out = self.analyzer(ground_truth, ignored, self.matched_layers, detach_parameters=True)
-        prediction_out = self.analyzer(
-            class_probabilities(logits), ignored, self.matched_layers, detach_parameters=True
-        )
+        prediction_out, target_out = self._matching_passes(class_probabilities(logits), ground_truth, ignored)
         maps = {}
         for name, features in prediction_out.features.items():
             distance = structure_distance(features, target_out.features[name])
@@ -287,9 +284,7 @@ class AdversarialStructureMatching(nn.Module):
         scalars: dict[str, Tensor],
     ) -> Tensor:
         """``matching_weight * L_S (+ ce_weight * CE)`` with the analyzer's parameters detached."""
-        with torch.no_grad():
-            target_out = self.analyzer(ground_truth, ignored, self.matched_layers, detach_parameters=True)
-        prediction_out = self.analyzer(probabilities, ignored, self.matched_layers, detach_parameters=True)
+        prediction_out, target_out = self._matching_passes(probabilities, ground_truth, ignored)
         distances = layer_matching_distances(prediction_out.features, target_out.features, prediction_out.valid)
         matching = torch.stack(list(distances.values())).sum()
         loss = self.matching_weight * matching
@@ -300,6 +295,16 @@ class AdversarialStructureMatching(nn.Module):
             loss = loss + self.ce_weight * cross_entropy
             scalars["ce"] = cross_entropy.detach()
         return loss
+
+    def _matching_passes(
+        self, probabilities: Tensor, ground_truth: Tensor, ignored: Tensor | None
+    ) -> tuple[AnalyzerOutput, AnalyzerOutput]:
+        """Matched-layer features of the prediction (differentiable in its input only) and of the
+        ground truth (no autograd), both with the analyzer's parameters detached."""
+        with torch.no_grad():
+            target_out = self.analyzer(ground_truth, ignored, self.matched_layers, detach_parameters=True)
+        prediction_out = self.analyzer(probabilities, ignored, self.matched_layers, detach_parameters=True)
+        return prediction_out, target_out
 
     def get_extra_state(self) -> dict[str, object]:
         """Saved by ``state_dict()`` next to the analyzer's weights: step, optimizer and scheduler."""
