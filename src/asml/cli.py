@@ -5,28 +5,46 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from asml.engine.quick_demo import LOSSES, QuickDemoSettings
+if TYPE_CHECKING:
+    from asml.engine.config import RunConfig
 
 
 class _DefaultsAndRawEpilog(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show option defaults and keep the epilog's line breaks."""
 
 
+DEMO_LOSSES = ("ce", "asm", "asm+ce")
+
+
 def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    defaults = QuickDemoSettings()
     demo = commands.add_parser(
         "demo",
-        help="train a small segmenter with ASM on generated data and print its losses",
+        help="compare CE and ASM on the built-in data and write a report (about 10 minutes on 2 CPU cores)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    demo.add_argument("--loss", choices=LOSSES, default=defaults.loss, help="segmenter loss")
-    demo.add_argument("--steps", type=int, default=defaults.steps, help="training steps")
-    demo.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step")
-    demo.add_argument("--image-size", type=int, default=defaults.image_size, help="side of the square images")
-    demo.add_argument("--num-classes", type=int, default=defaults.num_classes, help="classes incl. background")
-    demo.add_argument("--seed", type=int, default=defaults.seed, help="seed of model and data")
-    demo.add_argument("--log-every", type=int, default=defaults.log_every, help="print losses every N steps")
+    demo.add_argument("--out", default="demo-report", help="folder for the runs and the reports")
+    demo.add_argument("--steps", type=int, default=600, help="training steps per run")
+    demo.add_argument("--losses", nargs="+", default=list(DEMO_LOSSES), help="losses to compare")
+    demo.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (same seed = same init and data order)")
+    demo.add_argument("--datasets", nargs="+", default=["horses", "riders"], help="built-in datasets")
+
+
+def _add_compare(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="train one config with several losses and seeds, then write a report",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    compare.add_argument("config", help="YAML config (its loss.name and seed are replaced per run)")
+    compare.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    compare.add_argument("--losses", nargs="+", default=list(DEMO_LOSSES), help="losses to compare")
+    compare.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="seeds")
+    compare.add_argument("--out", required=True, help="folder for the runs and the report (reused to resume)")
+    compare.add_argument("--report-only", action="store_true", help="rebuild the report from finished runs")
+    compare.add_argument("--title", default=None, help="report title (default: the config's name)")
 
 
 def _add_data(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -81,27 +99,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asml", description="Adversarial Structure Matching for segmentation models.")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_demo(commands)
+    _add_compare(commands)
     _add_train_eval_predict(commands)
     _add_data(commands)
     return parser
 
 
-def _run_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from asml.engine.quick_demo import run_quick_demo
+def _demo_config(dataset: str, steps: int, out: Path) -> RunConfig:
+    from asml.engine.config import RunConfig
 
-    try:
-        settings = QuickDemoSettings(
-            loss=args.loss,
-            steps=args.steps,
-            batch_size=args.batch_size,
-            image_size=args.image_size,
-            num_classes=args.num_classes,
-            seed=args.seed,
-            log_every=args.log_every,
-        )
-    except ValueError as error:
-        parser.error(str(error))
-    run_quick_demo(settings)
+    model = {"horses": {"name": "unet", "encoder": "resnet18"}, "riders": {"name": "pspnet", "encoder": "resnet18"}}
+    return RunConfig.model_validate(
+        {
+            "run_dir": str(out),
+            "model": model.get(dataset, model["horses"]),
+            "data": {"dataset": f"builtin:{dataset}", "size": 64, "crop_size": 64, "scale_range": [0.75, 1.5],
+                     "batch_size": 8, "workers": 2},
+            "train": {"steps": steps, "eval_every": max(1, steps // 2), "checkpoint_every": max(1, steps // 2),
+                      "log_every": max(1, steps // 6)},
+        }
+    )  # fmt: skip
+
+
+def _compare_and_report(
+    config: RunConfig, losses: Sequence[str], seeds: Sequence[int], out: Path, title: str, report_only: bool
+) -> Path:
+    from asml.engine.compare import aggregate, build_report, format_summary, run_grid
+
+    if not report_only:
+        run_grid(config, losses, seeds, out)
+    path = build_report(out, losses, seeds, title)
+    print(f"\n{title}\n" + format_summary(aggregate(out, losses, seeds)))
+    print(f"report: {path}")
+    return path
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    out = Path(args.out)
+    for dataset in args.datasets:
+        config = _demo_config(dataset, args.steps, out / dataset)
+        _compare_and_report(config, args.losses, args.seeds, out / dataset, f"built-in {dataset}: CE vs ASM", False)
+    return 0
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from asml.engine.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    title = args.title or Path(args.config).stem
+    _compare_and_report(config, args.losses, args.seeds, Path(args.out), title, args.report_only)
     return 0
 
 
@@ -186,11 +236,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return _run_demo(parser, args)
     if args.command == "data":
         return _run_preview(parser, args)
-    runners = {"train": _run_train, "eval": _run_eval, "predict": _run_predict}
+    runners = {
+        "train": _run_train,
+        "eval": _run_eval,
+        "predict": _run_predict,
+        "demo": _run_demo,
+        "compare": _run_compare,
+    }
     try:
         return runners[args.command](args)
     except (ConfigError, DatasetError, CheckpointError, RunDirectoryError, FileExistsError) as error:

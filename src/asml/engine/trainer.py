@@ -335,8 +335,10 @@ def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[
     _set_training_mode(model, config.train.freeze_bn)
     loss_fn.train()
     result: dict[str, Tensor] | None = None
+    training_seconds = 0.0  # data, forward, loss, backward and update; not evaluation or checkpoints
     try:
         for step in range(start_step + 1, config.train.steps + 1):
+            step_start = time.perf_counter()
             images, masks = (t.to(processes.device) for t in next(batches))
             with _autocast(config, processes.device):
                 if config.model.aux:
@@ -355,6 +357,7 @@ def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            training_seconds += time.perf_counter() - step_start
 
             if step % config.train.log_every == 0 or step == config.train.steps:
                 learning_rate = float(scheduler.get_last_lr()[0])
@@ -392,7 +395,11 @@ def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[
         result = evaluate(_unwrap(model), bundle, processes.device, config.train.trimap_widths,
                           processes.rank, processes.world, 0)  # fmt: skip
     summary = _scalar_summary(result)
+    steps_run = config.train.steps - start_step
+    summary["seconds_per_step"] = training_seconds / steps_run if steps_run > 0 else float("nan")
     if processes.is_main:
+        timing = {"training_seconds": training_seconds, "steps": steps_run}
+        (run_dir / "timing.json").write_text(json.dumps(timing))
         (run_dir / "final_metrics.json").write_text(
             json.dumps(to_json(result, bundle.class_names), indent=1, allow_nan=False)
         )

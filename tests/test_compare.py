@@ -1,0 +1,84 @@
+"""asml compare: a tiny grid writes every report file, the HTML points only at files that exist,
+the tables agree with results.json, and a second call resumes instead of retraining."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from asml.cli import main
+
+CONFIG = """
+model: {name: unet, encoder: resnet18}
+data: {dataset: "builtin:riders", size: 32, crop_size: 32, batch_size: 2, workers: 0, val_images: 3}
+train: {steps: 2, eval_every: 2, checkpoint_every: 2, log_every: 1}
+"""
+REPORT_FILES = {
+    "results.json", "report.html", "bf_gain_per_class.png", "trimap_curves.png",
+    "training_curves.png", "predictions.png", "analyzer_view.png",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    folder = tmp_path_factory.mktemp("compare")
+    config = folder / "tiny.yaml"
+    config.write_text(CONFIG)
+    out = folder / "report"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["compare", str(config), "--losses", "ce", "asm+ce", "--seeds", "0", "--out", str(out)]) == 0
+    return out, printed.getvalue()
+
+
+def test_every_report_file_is_written(compared: tuple[Path, str]) -> None:
+    out, _ = compared
+    assert {p.name for p in out.iterdir()} >= REPORT_FILES
+    for run in ("ce-seed0", "asm_ce-seed0"):
+        assert (out / "runs" / run / "final_metrics.json").is_file()
+
+
+def test_the_html_references_only_files_that_exist(compared: tuple[Path, str]) -> None:
+    out, _ = compared
+    page = (out / "report.html").read_text()
+    sources = re.findall(r'src="([^"]+)"', page)
+    assert len(sources) == 5
+    assert all((out / source).is_file() for source in sources)
+    assert "http" not in page  # opens without a server or network
+
+
+def test_the_terminal_table_matches_results_json(compared: tuple[Path, str]) -> None:
+    out, printed = compared
+    results = json.loads((out / "results.json").read_text())
+    for loss in ("ce", "asm+ce"):
+        row = next(line for line in printed.splitlines() if line.startswith(loss + " "))
+        miou = float(row.split()[1])
+        assert miou == pytest.approx(100 * results["summary"][loss]["mIoU"]["mean"], abs=0.006)
+        run = results["runs"][f"{loss}/seed0"]
+        assert results["summary"][loss]["mIoU"]["mean"] == pytest.approx(run["mIoU"])
+        assert run["seconds_per_step"] > 0
+
+
+def test_a_second_call_resumes_and_report_only_rebuilds(
+    compared: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = compared
+    config = out.parent / "tiny.yaml"
+    before = (out / "runs" / "ce-seed0" / "final_metrics.json").read_text()
+    assert main(["compare", str(config), "--losses", "ce", "asm+ce", "--seeds", "0", "--out", str(out)]) == 0
+    assert "finished earlier, kept" in capsys.readouterr().out
+    assert (out / "runs" / "ce-seed0" / "final_metrics.json").read_text() == before
+    (out / "report.html").unlink()
+    assert (
+        main(["compare", str(config), "--losses", "ce", "asm+ce", "--seeds", "0", "--out", str(out), "--report-only"])
+        == 0
+    )
+    assert (out / "report.html").is_file()
+    assert (
+        main(["compare", str(config), "--losses", "ce", "gan", "--seeds", "0", "--out", str(out), "--report-only"]) == 2
+    )
