@@ -1,1 +1,4 @@
-"""Training around the core: for now the quick demo loop; the full trainer comes with the CLI."""
+"""The training engine: configs, the training loop, checkpoints, evaluation, comparisons.
+
+Imports the inner rings (core, models, data, metrics, losses) and viz; nothing inside imports it.
+"""
