@@ -205,8 +205,7 @@ def test_works_under_bfloat16_autocast() -> None:
     torch.manual_seed(0)
     images, masks = blob_segmentation_batch(2, 64, num_classes=3, seed=7)
     model = tiny_segmenter(3)
-    asm, reference = twin_losses(num_classes=3, ce_weight=1.0)
-    reference.eval()
+    asm = AdversarialStructureMatching(3, ce_weight=1.0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(images)
         loss = asm(logits, masks)
@@ -215,9 +214,48 @@ def test_works_under_bfloat16_autocast() -> None:
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     assert all(p.dtype == torch.float32 for p in asm.analyzer.parameters())
-    # The analyzer's own update ran in float32; the low-precision loss stays close to the float32 one.
-    full = reference(logits.detach().float(), masks)
-    assert float(asm.latest["matching"]) == pytest.approx(float(full) - float(reference.latest["ce"]), rel=0.05)
+    # Same analyzer, no update: bf16 convolutions change the matching loss by little.
+    asm.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = asm(logits.detach(), masks)
+    full = asm(logits.detach().float(), masks)
+    assert float(low) == pytest.approx(float(full), rel=0.03)
+
+
+def test_nan_and_inf_logits_at_ignored_pixels_change_nothing() -> None:
+    torch.manual_seed(0)
+    masks = random_blob_masks(2, 64, num_classes=3, seed=8)
+    masks[:, :6] = 255
+    first, second = twin_losses(num_classes=3, ce_weight=1.0)
+    clean = torch.randn(2, 3, 64, 64)
+    poisoned = clean.clone()
+    poisoned[:, 0, :3] = float("nan")
+    poisoned[:, 1, 3:6] = float("inf")
+    a, b = clean.clone().requires_grad_(True), poisoned.requires_grad_(True)
+    loss_a, loss_b = first(a, masks), second(b, masks)
+    assert torch.equal(loss_a, loss_b)
+    loss_a.backward()
+    loss_b.backward()
+    assert b.grad is not None and torch.isfinite(b.grad).all() and torch.equal(a.grad, b.grad)
+
+
+def test_float64_logits_work_with_the_float32_analyzer() -> None:
+    masks = random_blob_masks(1, 32, seed=9)
+    loss = AdversarialStructureMatching(2)(torch.randn(1, 2, 32, 32, dtype=torch.float64), masks)
+    assert torch.isfinite(loss)
+
+
+def test_loading_a_state_keeps_this_modules_total_steps() -> None:
+    saved = AdversarialStructureMatching(2, total_steps=10)
+    masks = random_blob_masks(1, 32, seed=0)
+    for _ in range(5):
+        saved(torch.randn(1, 2, 32, 32), masks)
+    longer = AdversarialStructureMatching(2, total_steps=100)
+    longer.load_state_dict(saved.state_dict())
+    longer(torch.randn(1, 2, 32, 32), masks)
+    assert longer.step == 6
+    assert longer.optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * (1 - 6 / 100) ** 0.9, rel=1e-9)
+    assert longer.current_adversarial_weight() == pytest.approx(0.012 * 0.1 ** (6 / 100), rel=1e-9)
 
 
 def test_gradcheck_of_the_matching_loss_through_the_analyzer() -> None:

@@ -70,7 +70,13 @@ def test_gan_updates_its_discriminator_in_training_only_and_round_trips() -> Non
     buffer.seek(0)
     restored = build_loss("gan", 3)
     restored.load_state_dict(torch.load(buffer, weights_only=True))
-    assert restored.optimizer.state_dict()["state"].keys() == gan.optimizer.state_dict()["state"].keys()  # type: ignore[union-attr, operator]
+    saved_state = gan.optimizer.state_dict()["state"]  # type: ignore[operator]
+    restored_state = restored.optimizer.state_dict()["state"]  # type: ignore[operator]
+    assert saved_state.keys() == restored_state.keys() and saved_state
+    for index, moments in saved_state.items():
+        for name, value in moments.items():
+            assert torch.equal(restored_state[index][name], value), (index, name)
+    assert all(torch.equal(p, q) for p, q in zip(restored.parameters(), gan.parameters(), strict=True))
     with pytest.raises(ValueError, match="needs the images"):
         gan(logits, target)
 

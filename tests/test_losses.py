@@ -156,3 +156,41 @@ def test_mismatched_layers_are_an_error() -> None:
         matching_loss(features(0, {"conv1": (1, 2, 3, 3)}), features(0, {"conv2": (1, 2, 3, 3)}))
     with pytest.raises(ValueError, match=r"feature shapes differ: \[1, 2, 3, 3\] vs \[1, 2, 4, 4\]"):
         structure_distance(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 4, 4))
+
+
+def test_distance_backward_matches_the_direct_form_below_and_at_the_norm_floor() -> None:
+    generator = torch.Generator().manual_seed(11)
+    a = torch.randn(2, 5, 4, 4, generator=generator, dtype=torch.float64)
+    b = torch.randn(2, 5, 4, 4, generator=generator, dtype=torch.float64)
+    a[0, :, 0, 0] = 0.0  # exactly zero
+    a[0, :, 1, 1] *= 1e-8  # below the 1e-6 norm floor
+    b[1, :, 2, 2] *= 1e-8
+    b[1, :, 3, 3] = 0.0
+    weights = torch.rand(2, 4, 4, generator=generator, dtype=torch.float64)
+
+    def direct(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        nx = x / x.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        ny = y / y.norm(dim=1, keepdim=True).clamp_min(1e-6)
+        return (nx - ny).pow(2).sum(1)
+
+    grads = []
+    for function in (structure_distance, direct):
+        x, y = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        (function(x, y) * weights).sum().backward()
+        grads.append((x.grad, y.grad))
+    for ours, reference in zip(grads[0], grads[1], strict=True):
+        assert ours is not None and reference is not None
+        torch.testing.assert_close(ours, reference, rtol=1e-9, atol=1e-9)
+
+
+def test_distance_refuses_double_backward_and_stays_float32_under_autocast() -> None:
+    a = torch.randn(1, 4, 3, 3, requires_grad=True)
+    b = torch.randn(1, 4, 3, 3)
+    (grad,) = torch.autograd.grad(structure_distance(a, b).sum(), a, create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad.sum().backward()
+    close = b + 1e-3 * torch.randn_like(b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = structure_distance(close, b)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, structure_distance(close, b), rtol=1e-5, atol=1e-7)

@@ -122,7 +122,11 @@ class StructureAnalyzer(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def reset_parameters(self) -> None:
-        """Glorot-uniform kernels (TensorFlow's default, used by the released code), zero biases."""
+        """Glorot-uniform kernels (TensorFlow's default, as in the released code) and zero biases.
+
+        The released code leaves its biases at TensorFlow's default initialiser too (Glorot-uniform
+        of a 1-D variable, up to +-sqrt(3 / channels)); we start them at zero, the usual choice.
+        """
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.xavier_uniform_(module.weight)
@@ -189,8 +193,8 @@ class StructureAnalyzer(nn.Module):
                 raise ValueError(
                     f"ignore_mask must be [B, H, W] = {[batch, height, width]}, got {list(ignore_mask.shape)}"
                 )
-            keep = (~ignore_mask.bool()).unsqueeze(1)
-            inputs = [x * keep.to(x.dtype) for x in inputs]
+            drop = ignore_mask.bool().unsqueeze(1)
+            inputs = [x.masked_fill(drop, 0.0) for x in inputs]  # masked_fill: NaN there becomes 0 too
             ignored = ignore_mask.unsqueeze(1).to(inputs[0].dtype)
 
         features: dict[str, Tensor] = {}

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "adversarial_hinge_loss",
@@ -61,6 +62,7 @@ class _NormalisedDistance(torch.autograd.Function):
         return distance.clamp_min(0.0)  # rounding can leave -1e-7 where a and b point the same way
 
     @staticmethod
+    @once_differentiable  # the backward below is not itself differentiable: refuse double backward
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         a, b, squared_a, squared_b, dot, clamped_a, clamped_b, inverse_norms = ctx.saved_tensors
         # d = a.a/q_a + b.b/q_b - 2 a.b r, r = (q_a q_b)^-1/2. Where |a| > eps, a.a/q_a = 1 and
@@ -88,7 +90,10 @@ def structure_distance(features_a: Tensor, features_b: Tensor) -> Tensor:
     """
     if features_a.shape != features_b.shape:
         raise ValueError(f"feature shapes differ: {list(features_a.shape)} vs {list(features_b.shape)}")
-    distance: Tensor = _NormalisedDistance.apply(_upcast(features_a), _upcast(features_b))
+    # Autocast would run the dot products in half precision again; the cancellation in
+    # 2 - 2 cos needs float32 (or the float64 of gradcheck).
+    with torch.autocast(device_type=features_a.device.type, enabled=False):
+        distance: Tensor = _NormalisedDistance.apply(_upcast(features_a), _upcast(features_b))
     return distance
 
 
@@ -99,8 +104,9 @@ def masked_mean(values: Tensor, valid: Tensor | None) -> Tensor:
     """
     if valid is None:
         return values.mean()
-    weights = valid.to(values.dtype)
-    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+    # where, not a product: a NaN or inf at an invalid position must not reach the mean.
+    total = torch.where(valid, values, torch.zeros_like(values)).sum()
+    return total / valid.sum().clamp_min(1).to(values.dtype)
 
 
 def _check_layers(features_a: Features, features_b: Features, valid: ValidMasks) -> None:

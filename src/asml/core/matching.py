@@ -192,9 +192,13 @@ class AdversarialStructureMatching(nn.Module):
         """
         target = validate_logits_and_target(logits, target, self.num_classes, self.ignore_index)
         self._check_device(logits)
+        if not self._parameters_synced:  # every process starts from rank 0's analyzer, in any mode
+            broadcast_parameters(self.analyzer)
+            self._parameters_synced = True
         ignored = ignored_pixels(target, self.ignore_index)
-        ground_truth = one_hot_target(target, self.num_classes, ignored, loss_dtype(logits))
-        probabilities = class_probabilities(logits)
+        logits = self._without_ignored(logits, ignored)
+        ground_truth = one_hot_target(target, self.num_classes, ignored, self._map_dtype(logits))
+        probabilities = class_probabilities(logits).to(ground_truth.dtype)
         scalars: dict[str, Tensor] = {}
         if self.training and torch.is_grad_enabled():
             # The hard negative is the argmax of the probabilities (= of the logits): they are laid
@@ -212,8 +216,10 @@ class AdversarialStructureMatching(nn.Module):
         upsampled to the label size, ``{layer: [B, H, W]}`` float32 (0 where invalid). No update."""
         target = validate_logits_and_target(logits, target, self.num_classes, self.ignore_index)
         ignored = ignored_pixels(target, self.ignore_index)
-        ground_truth = one_hot_target(target, self.num_classes, ignored, loss_dtype(logits))
-        prediction_out, target_out = self._matching_passes(class_probabilities(logits), ground_truth, ignored)
+        logits = self._without_ignored(logits, ignored)
+        ground_truth = one_hot_target(target, self.num_classes, ignored, self._map_dtype(logits))
+        probabilities = class_probabilities(logits).to(ground_truth.dtype)
+        prediction_out, target_out = self._matching_passes(probabilities, ground_truth, ignored)
         maps = {}
         for name, features in prediction_out.features.items():
             distance = structure_distance(features, target_out.features[name])
@@ -221,6 +227,19 @@ class AdversarialStructureMatching(nn.Module):
                 distance = distance * prediction_out.valid[name]
             maps[name] = F.interpolate(distance[:, None], size=target.shape[-2:], mode="nearest")[:, 0]
         return maps
+
+    @staticmethod
+    def _without_ignored(logits: Tensor, ignored: Tensor | None) -> Tensor:
+        """Logits with ignored pixels set to 0, so that even NaN or inf there changes no loss and
+        gets a zero (not NaN) gradient."""
+        return logits if ignored is None else logits.masked_fill(ignored.unsqueeze(1), 0.0)
+
+    def _map_dtype(self, logits: Tensor) -> torch.dtype:
+        """The analyzer's dtype for its input maps: float64 only for a float64 analyzer (gradcheck)."""
+        analyzer_dtype = next(self.analyzer.parameters()).dtype
+        return (
+            torch.float64 if analyzer_dtype == torch.float64 and loss_dtype(logits) == torch.float64 else torch.float32
+        )
 
     def _check_device(self, logits: Tensor) -> None:
         analyzer_device = next(self.analyzer.parameters()).device
@@ -243,9 +262,6 @@ class AdversarialStructureMatching(nn.Module):
             target: ``[B, H, W]`` labels; ground_truth: their one-hot ``[B, C, H, W]``;
             predicted: ``[B, H, W]`` the segmenter's argmax; ignored: ``[B, H, W]`` bool or None.
         """
-        if not self._parameters_synced:
-            broadcast_parameters(self.analyzer)
-            self._parameters_synced = True
         negative = one_hot_target(predicted, self.num_classes, ignored, ground_truth.dtype)
         # Two passes rather than one on the concatenated batch: the negatives stop at the deepest
         # matched layer, and no batch slicing means no zero-filled gradients in the backward pass.
@@ -322,3 +338,8 @@ class AdversarialStructureMatching(nn.Module):
         self.step = int(state["step"])  # type: ignore[call-overload]
         self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
         self.scheduler.load_state_dict(state["scheduler"])  # type: ignore[arg-type]
+        # LambdaLR.load_state_dict restores the saved PolyDecay's attributes; keep this module's
+        # total_steps so that the LR and the adversarial weight decay over the same length.
+        decay = self.scheduler.lr_lambdas[0]
+        if isinstance(decay, PolyDecay):
+            decay.total_steps = self.total_steps
