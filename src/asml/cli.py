@@ -26,7 +26,7 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     demo.add_argument("--out", default="demo-report", help="folder for the runs and the reports")
-    demo.add_argument("--steps", type=int, default=600, help="training steps per run")
+    demo.add_argument("--steps", type=int, default=500, help="training steps per run")
     demo.add_argument("--losses", nargs="+", default=list(DEMO_LOSSES), help="losses to compare")
     demo.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (same seed = same init and data order)")
     demo.add_argument("--datasets", nargs="+", default=["horses", "riders"], help="built-in datasets")
