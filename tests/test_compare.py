@@ -82,3 +82,32 @@ def test_a_second_call_resumes_and_report_only_rebuilds(
     assert (
         main(["compare", str(config), "--losses", "ce", "gan", "--seeds", "0", "--out", str(out), "--report-only"]) == 2
     )
+
+
+def test_demo_runs_its_comparison_and_prints_the_report_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo"
+    assert (
+        main(
+            [
+                "demo",
+                "--steps",
+                "1",
+                "--datasets",
+                "riders",
+                "--losses",
+                "ce",
+                "asm",
+                "--val-images",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "built-in riders: CE vs ASM" in printed and f"report: {out / 'riders' / 'report.html'}" in printed
+    results = json.loads((out / "riders" / "results.json").read_text())
+    assert results["losses"] == ["ce", "asm"] and results["class_names"] == ["background", "horse", "rider", "lance"]

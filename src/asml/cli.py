@@ -30,6 +30,7 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     demo.add_argument("--losses", nargs="+", default=list(DEMO_LOSSES), help="losses to compare")
     demo.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (same seed = same init and data order)")
     demo.add_argument("--datasets", nargs="+", default=["horses", "riders"], help="built-in datasets")
+    demo.add_argument("--val-images", type=int, default=None, help="evaluate on the first N images only")
 
 
 def _add_compare(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _demo_config(dataset: str, steps: int, out: Path) -> RunConfig:
+def _demo_config(dataset: str, steps: int, out: Path, val_images: int | None) -> RunConfig:
     from asml.engine.config import RunConfig
 
     model = {"horses": {"name": "unet", "encoder": "resnet18"}, "riders": {"name": "pspnet", "encoder": "resnet18"}}
@@ -114,7 +115,7 @@ def _demo_config(dataset: str, steps: int, out: Path) -> RunConfig:
             "run_dir": str(out),
             "model": model.get(dataset, model["horses"]),
             "data": {"dataset": f"builtin:{dataset}", "size": 64, "crop_size": 64, "scale_range": [0.75, 1.5],
-                     "batch_size": 8, "workers": 2},
+                     "batch_size": 8, "workers": 2, "val_images": val_images},
             "train": {"steps": steps, "eval_every": max(1, steps // 2), "checkpoint_every": max(1, steps // 2),
                       "log_every": max(1, steps // 6)},
         }
@@ -139,7 +140,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     for dataset in args.datasets:
-        config = _demo_config(dataset, args.steps, out / dataset)
+        config = _demo_config(dataset, args.steps, out / dataset, args.val_images)
         _compare_and_report(config, args.losses, args.seeds, out / dataset, f"built-in {dataset}: CE vs ASM", False)
     return 0
 
