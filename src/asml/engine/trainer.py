@@ -159,7 +159,8 @@ class _Logger:
     def record(self, step: int, kind: str, values: dict[str, float]) -> None:
         if not self.enabled:
             return
-        self.jsonl.write(json.dumps({"step": step, "kind": kind, **values}, allow_nan=True) + "\n")
+        plain = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
+        self.jsonl.write(json.dumps({"step": step, "kind": kind, **plain}, allow_nan=False) + "\n")
         self.jsonl.flush()
         for name, value in values.items():
             if isinstance(value, (int, float)) and math.isfinite(value):

@@ -71,6 +71,12 @@ def trimap_chart(results: Results, out: Path) -> str:
     return _save(figure, out / "trimap_curves.png")
 
 
+def _number(record: dict[str, Any], key: str) -> float:
+    """A logged value; undefined ones are logged as null."""
+    value = record.get(key)
+    return float("nan") if value is None else float(value)
+
+
 def training_curves(run_logs: dict[str, Path], out: Path) -> str:
     """Training loss and validation mIoU / BF against steps, one line per run."""
     figure = Figure(figsize=(12, 3.6))
@@ -79,9 +85,9 @@ def training_curves(run_logs: dict[str, Path], out: Path) -> str:
         records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         train = [r for r in records if r["kind"] == "train"]
         evals = [r for r in records if r["kind"] == "eval"]
-        loss_axes.plot([r["step"] for r in train], [r["loss"] for r in train], label=label)
-        miou_axes.plot([r["step"] for r in evals], [100 * r["mIoU"] for r in evals], marker="o", label=label)
-        bf_axes.plot([r["step"] for r in evals], [100 * r["BF"] for r in evals], marker="o", label=label)
+        loss_axes.plot([r["step"] for r in train], [_number(r, "loss") for r in train], label=label)
+        miou_axes.plot([r["step"] for r in evals], [100 * _number(r, "mIoU") for r in evals], marker="o", label=label)
+        bf_axes.plot([r["step"] for r in evals], [100 * _number(r, "BF") for r in evals], marker="o", label=label)
     for axes, title in (
         (loss_axes, "training loss"),
         (miou_axes, "validation mIoU (%)"),
