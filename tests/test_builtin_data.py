@@ -112,3 +112,9 @@ def test_preview_command_writes_a_picture_and_never_overwrites(
     assert out.read_bytes() == before
     assert main(["data", "preview", "horses", "--count", "2", "--out", str(out), "--force"]) == 0
     assert out.read_bytes() != before
+
+
+def test_some_horses_are_riderless_so_rider_classes_can_be_absent() -> None:
+    dataset = BuiltinSegmentation("riders", "train", size=48)
+    with_rider = [bool((dataset[i][1] == 2).any()) for i in range(40)]
+    assert 0 < with_rider.count(False) < 20  # about a quarter riderless (or rider hidden)

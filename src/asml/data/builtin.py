@@ -5,9 +5,10 @@
   and pasted on another, with clutter: distractor blobs and bars in the horse's own texture that are
   background, and fence posts in front of the horse. Legs and tail are 1-3 px wide at 64 px, so
   thin parts and boundaries decide the score.
-* ``riders`` (4 classes: background, horse, rider, lance): a rider always sits on the horse's back
-  and always holds a thin lance; rider-textured blobs away from a horse are background. Context
-  (a rider only exists on a horse) and thin parts (lance, legs, tail) both matter.
+* ``riders`` (4 classes: background, horse, rider, lance): a rider always sits on a horse's back
+  and always holds a thin lance, but a quarter of the horses are riderless; rider-textured blobs
+  away from a horse are background. Context (a rider only exists on a horse, and not on every
+  horse) and thin parts (lance, legs, tail) both matter.
 
 Every sample is generated from ``(seed, split, index)``: identical on every machine and in every
 worker, with nothing stored. Splits have fixed sizes and never share a sample.
@@ -34,6 +35,7 @@ SPLIT_SIZES = {"train": 512, "val": 128, "test": 128}
 _SPLIT_OFFSETS = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 # Canonical frame: the silhouette at half its stored resolution (164 x 200), horse = 1.
 _CANONICAL = (164, 200)
+_RIDERLESS = 0.25  # share of riderless horses in the riders set
 # Where a rider sits on the canonical horse (its back, above the forelegs' end of the body).
 _SADDLE_COLUMN = 85
 
@@ -243,7 +245,12 @@ class BuiltinSegmentation(Dataset[tuple[Tensor, Tensor]]):
         grid, scale = _pose_grid(generator, size)
         canonical = [_silhouette()[0, 0]]
         if self.kind.with_rider:
-            canonical.extend(_rider_and_lance(generator, scale, size))
+            rider, lance = _rider_and_lance(generator, scale, size)
+            # A quarter of the horses go riderless, so that "rider" and "lance" are sometimes absent
+            # from an image and predicting them there is a context error, not a boundary error.
+            if float(torch.rand(1, generator=generator)) < _RIDERLESS:
+                rider, lance = torch.zeros_like(rider), torch.zeros_like(lance)
+            canonical.extend([rider, lance])
         alphas = _warp(torch.stack(canonical), grid).clamp(0, 1)  # [K, S, S], later layers on top
 
         background, background_index = _texture_patch(generator, size)
