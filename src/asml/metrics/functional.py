@@ -41,6 +41,7 @@ __all__ = [
     "boundary_iou_dilation",
     "boundary_iou_stats",
     "boundary_prf",
+    "boundary_scores",
     "class_presence",
     "confusion_matrix",
     "context_confusion",
@@ -146,11 +147,15 @@ def boundary_prf(
     See the module docstring for the definition and the empty-set conventions.
     """
     valid = _checked_valid(preds, target, num_classes, ignore_index)
-    batch = target.shape[0]
-    shape = (batch, num_classes)
-    precision = torch.full(shape, math.nan, dtype=torch.float64, device=target.device)
+    return _prf_of_pairs(_pair_masks(preds, target, num_classes, valid), target.shape[0], num_classes, tolerance_px)
+
+
+def _prf_of_pairs(
+    pairs: tuple[Tensor, Tensor, Tensor, Tensor], batch: int, num_classes: int, tolerance_px: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    images, classes, target_masks, pred_masks = pairs
+    precision = torch.full((batch, num_classes), math.nan, dtype=torch.float64, device=images.device)
     recall, f_score = precision.clone(), precision.clone()
-    images, classes, target_masks, pred_masks = _pair_masks(preds, target, num_classes, valid)
     if images.numel() == 0:
         return precision, recall, f_score
     target_edges, pred_edges = inner_boundary(target_masks), inner_boundary(pred_masks)
@@ -180,15 +185,39 @@ def boundary_iou_stats(
     """Boundary IoU counts ``(intersection [C], union [C])`` int64, summed over the batch."""
     valid = _checked_valid(preds, target, num_classes, ignore_index)
     dilation = boundary_iou_dilation(target.shape[1], target.shape[2], dilation_ratio)
-    intersection = torch.zeros(num_classes, dtype=torch.long, device=target.device)
+    return _biou_of_pairs(_pair_masks(preds, target, num_classes, valid), num_classes, dilation)
+
+
+def _biou_of_pairs(
+    pairs: tuple[Tensor, Tensor, Tensor, Tensor], num_classes: int, dilation: int
+) -> tuple[Tensor, Tensor]:
+    _, classes, target_masks, pred_masks = pairs
+    intersection = torch.zeros(num_classes, dtype=torch.long, device=classes.device)
     union = torch.zeros_like(intersection)
-    _, classes, target_masks, pred_masks = _pair_masks(preds, target, num_classes, valid)
     if classes.numel() == 0:
         return intersection, union
     target_band, pred_band = band_inside(target_masks, dilation), band_inside(pred_masks, dilation)
     intersection.index_add_(0, classes, count_true(target_band & pred_band))
     union.index_add_(0, classes, count_true(target_band | pred_band))
     return intersection, union
+
+
+def boundary_scores(
+    preds: Tensor,
+    target: Tensor,
+    num_classes: int,
+    tolerance_px: float,
+    dilation_ratio: float = 0.02,
+    ignore_index: int | None = 255,
+) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """``(boundary_prf(...), boundary_iou_stats(...))`` from one set of per-class masks (the check
+    and the mask construction, the costly part of both, run once)."""
+    valid = _checked_valid(preds, target, num_classes, ignore_index)
+    pairs = _pair_masks(preds, target, num_classes, valid)
+    dilation = boundary_iou_dilation(target.shape[1], target.shape[2], dilation_ratio)
+    return _prf_of_pairs(pairs, target.shape[0], num_classes, tolerance_px), _biou_of_pairs(
+        pairs, num_classes, dilation
+    )
 
 
 def boundary_iou(intersection: Tensor, union: Tensor) -> Tensor:

@@ -16,8 +16,7 @@ from torchmetrics import Metric
 
 from asml.metrics.functional import (
     boundary_iou,
-    boundary_iou_stats,
-    boundary_prf,
+    boundary_scores,
     confusion_matrix,
     context_confusion,
     default_boundary_tolerance,
@@ -113,13 +112,14 @@ class SegmentationMetrics(Metric):
         args = (preds, target, self.num_classes)
         self.confusion += confusion_matrix(*args, ignore_index=self.ignore_index)
         self.trimap += trimap_confusion_matrices(*args, self.trimap_widths, ignore_index=self.ignore_index)
-        intersection, union = boundary_iou_stats(*args, self.dilation_ratio, ignore_index=self.ignore_index)
-        self.biou_intersection += intersection
-        self.biou_union += union
         tolerance = self.boundary_tolerance
         if tolerance is None:
             tolerance = default_boundary_tolerance(target.shape[-2], target.shape[-1])
-        precision, recall, f_score = boundary_prf(*args, tolerance, ignore_index=self.ignore_index)
+        (precision, recall, f_score), (intersection, union) = boundary_scores(
+            *args, tolerance, self.dilation_ratio, ignore_index=self.ignore_index
+        )
+        self.biou_intersection += intersection
+        self.biou_union += union
         for name, values in (("f", f_score), ("precision", precision), ("recall", recall)):
             defined = ~values.isnan()
             getattr(self, f"{name}_sum").add_(values.nan_to_num(0.0).sum(0))
