@@ -145,6 +145,37 @@ class StructureAnalyzer(nn.Module):
             )
         return self.layer_names.index(name) + 1
 
+    def layer_level(self, name: str) -> int:
+        """Resolution level (0 = half the input size) at which layer ``name`` works.
+
+        Encoder layer ``conv{i}`` is at level ``i - 1``; the decoder climbs back, ``conv{depth+1}``
+        at the deepest level and ``conv{2*depth-1}`` at level 1.
+        """
+        index = self.layer_index(name)
+        return index - 1 if index <= self.depth else 2 * self.depth - 1 - index
+
+    def window_masks(self, pixels: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+        """Per layer, True where a marked pixel lies in the feature's encoder window.
+
+        The mask is max-pooled level by level exactly as the ignore mask is (3x3, stride 2, one
+        pixel of padding), so at an encoder layer a position is True iff its features can depend on
+        a marked pixel. Decoder layers take the window of their level (their receptive field is larger).
+
+        Args:
+            pixels: ``[B, H, W]`` bool, e.g. where a hard negative differs from the ground truth.
+            layers: layer names.
+
+        Returns:
+            layer name -> ``[B, h_l, w_l]`` bool, the shapes of that layer's features.
+        """
+        levels = {name: self.layer_level(name) for name in layers}
+        pooled = pixels.unsqueeze(1).float()
+        by_level: list[Tensor] = []
+        for _ in range(max(levels.values(), default=-1) + 1):
+            pooled = _pool_ignore_mask(pooled)
+            by_level.append(pooled[:, 0] > 0)
+        return {name: by_level[level] for name, level in levels.items()}
+
     def _split_modalities(self, label_map: Tensor | Sequence[Tensor]) -> list[Tensor]:
         inputs = [label_map] if isinstance(label_map, Tensor) else list(label_map)
         if len(inputs) == 1 and len(self.in_channels) > 1:

