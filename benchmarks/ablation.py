@@ -72,6 +72,7 @@ class Cell:
     asm: dict[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] = THREE
     reference: str | None = None  # the cell it is compared with in pairs (None: the base's ce cell)
+    optim: dict[str, Any] = field(default_factory=dict)  # changes to the optimiser (a control, not ASM)
 
     def key(self) -> str:
         return f"{self.base}::{self.name}"
@@ -90,6 +91,8 @@ CELLS: list[Cell] = [  # in the order they are trained: the main comparisons fir
     # Adversarial weight: 0 is a fixed-purpose label autoencoder (a learned "perceptual" loss).
     Cell("asm+ce w_adv=0", "adversarial weight", U, "asm+ce", {"adversarial_weight": 0.0}, seeds=FIVE),
     Cell("asm", "loss", U, "asm"),
+    # Control: is ASM+CE's gain just a larger step? CE with twice the learning rate.
+    Cell("ce lr=0.02", "loss", U, "ce", optim={"lr": 0.02}),
     # The multi-class set (its thin classes need the longer schedule), and training length.
     *_pair("riders", "riders/unet-r18/long"),
     *_pair("length", "horses/unet-r18/long"),
@@ -139,7 +142,7 @@ def run_config(cell: Cell, seed: int, run_dir: Path, steps: int | None = None) -
             "workers": 0,  # two runs share two cores; loader processes would only compete
         },
         "loss": {"name": cell.loss, "asm": dict(cell.asm)},
-        "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005},
+        "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005, **cell.optim},
         "train": {
             "steps": steps,
             "eval_every": steps,
@@ -148,6 +151,19 @@ def run_config(cell: Cell, seed: int, run_dir: Path, steps: int | None = None) -
             "keep_last": 1,
         },
     }
+
+
+def _resolved(config: dict[str, Any]) -> dict[str, Any]:
+    from asml.engine.config import RunConfig
+
+    return RunConfig.model_validate(config).model_dump(mode="json")
+
+
+def config_matches(run_dir: Path, cell: Cell, seed: int, steps: int | None = None) -> bool:
+    """Whether the run in ``run_dir`` was made with this cell's config (not a smoke test, not an
+    older definition of the cell)."""
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return bool(saved == _resolved(run_config(cell, seed, run_dir, steps)))
 
 
 def run_directory(out: Path, cell: Cell, seed: int) -> Path:
@@ -178,6 +194,18 @@ def _train_one(out: Path, cell: Cell, seed: int, threads: int, steps: int | None
 
 def run_missing(out: Path, cells: list[Cell], jobs: int, threads: int, steps: int | None = None) -> None:
     """Train every (cell, seed) without ``final_metrics.json``, ``jobs`` at a time, in list order."""
+    stale = [
+        run_directory(out, cell, seed)
+        for cell in cells
+        for seed in cell.seeds
+        if (run_directory(out, cell, seed) / "config.yaml").is_file()
+        and not config_matches(run_directory(out, cell, seed), cell, seed, steps)
+    ]
+    if stale:  # never overwrite or mix in runs made with another setting
+        raise SystemExit(
+            f"[ablation] {len(stale)} run folder(s) hold runs with another config than the study's, e.g. "
+            f"{stale[0]}; move them away or use another --out"
+        )
     todo = [
         (cell, seed)
         for cell in cells
@@ -192,13 +220,16 @@ def run_missing(out: Path, cells: list[Cell], jobs: int, threads: int, steps: in
 
 def _train_rows(run_dir: Path) -> list[dict[str, Any]]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [row for row in rows if row.get("kind") == "train"]
+    # A resumed run logs again the steps after its last checkpoint: keep each step's last row.
+    by_step = {row["step"]: row for row in rows if row.get("kind") == "train"}
+    return [by_step[step] for step in sorted(by_step)]
 
 
-def run_scores(run_dir: Path) -> dict[str, Any] | None:
-    """Final scores (in %), hinge logs averaged over the second half of training, s/step; None if unfinished."""
+def run_scores(run_dir: Path, cell: Cell, seed: int, steps: int | None = None) -> dict[str, Any] | None:
+    """Final scores (in %), hinge logs averaged over the second half of training, s/step; None if
+    unfinished or made with another config."""
     final_file = run_dir / "final_metrics.json"
-    if not final_file.is_file():
+    if not final_file.is_file() or not config_matches(run_dir, cell, seed, steps):
         return None
     final = json.loads(final_file.read_text())
     scores: dict[str, Any] = {
@@ -211,7 +242,8 @@ def run_scores(run_dir: Path) -> dict[str, Any] | None:
         "class_names": final["class_names"],
     }
     timing = json.loads((run_dir / "timing.json").read_text())
-    scores["seconds_per_step"] = timing["training_seconds"] / max(1, timing["steps"])
+    # Only the last session's steps are timed; a run resumed at its end has none.
+    scores["seconds_per_step"] = timing["training_seconds"] / timing["steps"] if timing["steps"] else None
     rows = _train_rows(run_dir)
     late = [row for row in rows if row["step"] > rows[-1]["step"] / 2] if rows else []
     for key in HINGE:
@@ -225,7 +257,7 @@ def _mean_std(values: list[float | None]) -> dict[str, float | int | None]:
     finite = [v for v in values if v is not None and v == v]
     if not finite:
         return {"mean": None, "std": None, "n": 0}
-    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    std = statistics.stdev(finite) if len(finite) > 1 else None
     return {"mean": statistics.fmean(finite), "std": std, "n": len(finite)}
 
 
@@ -239,12 +271,12 @@ def _reference(cell: Cell, cells: list[Cell]) -> Cell | None:
     return None if cell.name == name else _find(cells, cell.base, name)
 
 
-def collect(out: Path, cells: list[Cell]) -> dict[str, Any]:
+def collect(out: Path, cells: list[Cell], steps: int | None = None) -> dict[str, Any]:
     """Per cell: seeds done, mean/std of the headline scores, hinge logs and s/step, and the paired
     differences against the base's CE cell (and against the released ASM+CE for ASM variants)."""
     table: dict[str, Any] = {}
     for cell in cells:
-        runs = {seed: run_scores(run_directory(out, cell, seed)) for seed in cell.seeds}
+        runs = {seed: run_scores(run_directory(out, cell, seed), cell, seed, steps) for seed in cell.seeds}
         done = {seed: scores for seed, scores in runs.items() if scores is not None}
         if not done:
             continue
@@ -255,6 +287,7 @@ def collect(out: Path, cells: list[Cell]) -> dict[str, Any]:
             "loss": cell.loss,
             "asm": cell.asm,
             "seeds": sorted(done),
+            "missing_seeds": sorted(set(cell.seeds) - set(done)),
             "runs": done,
         }
         for key in (*HEADLINE, *HINGE, "seconds_per_step"):
@@ -266,14 +299,14 @@ def collect(out: Path, cells: list[Cell]) -> dict[str, Any]:
         for label, other in comparisons.items():
             if other is None:
                 continue
-            other_runs = {seed: run_scores(run_directory(out, other, seed)) for seed in other.seeds}
+            other_runs = {seed: run_scores(run_directory(out, other, seed), other, seed, steps) for seed in other.seeds}
             seeds = [seed for seed in sorted(done) if other_runs.get(seed) is not None]
             if not seeds:
                 continue
             differences: dict[str, Any] = {"seeds": seeds}
             for key in (*HEADLINE, "seconds_per_step"):
                 pairs = [(done[s][key], other_runs[s][key]) for s in seeds]  # type: ignore[index]
-                diffs = [a - b for a, b in pairs if a is not None and b is not None]
+                diffs = [a - b for a, b in pairs if a is not None and b is not None and a == a and b == b]
                 if key == "seconds_per_step":
                     diffs = [a / b for a, b in pairs if a and b]
                 differences[key] = {**_mean_std(diffs), "values": diffs, "wins": sum(d > 0 for d in diffs)}
@@ -286,7 +319,8 @@ def _fmt(stat: dict[str, Any], digits: int = 1, signed: bool = False) -> str:
     if stat.get("mean") is None:
         return "-"
     sign = "+" if signed else ""
-    return f"{stat['mean']:{sign}.{digits}f} ± {stat['std']:.{digits}f}"
+    spread = f" ± {stat['std']:.{digits}f}" if stat.get("std") is not None else ""
+    return f"{stat['mean']:{sign}.{digits}f}{spread}"
 
 
 def markdown(table: dict[str, Any]) -> str:
@@ -300,7 +334,8 @@ def markdown(table: dict[str, Any]) -> str:
         "`trimap 1px` is mIoU within 1 px of the true boundaries; `context` is the share of errors that",
         "confuse two classes both present in the image. Hinges are sums over matched layers, averaged over",
         "the second half of training; `errors` is the share of valid pixels where the argmax is wrong.",
-        "s/step: two runs shared the two cores, one thread each.",
+        "s/step: two runs shared the two cores, one thread each, so the s/step columns are indicative only",
+        "(which runs shared the machine moves them by up to 30%); `benchmarks/step_time.py` measures cost.",
         "",
         "## Scores",
         "",
@@ -316,6 +351,11 @@ def markdown(table: dict[str, Any]) -> str:
             f" | {_fmt({k: (v * 100 if isinstance(v, float) else v) for k, v in entry['error_share'].items()}, 1)}"
             f" | {_fmt(entry['seconds_per_step'], 3)} |"
         )
+    incomplete = [
+        f"{e['base']}: {e['cell']} (seeds {e['missing_seeds']})" for e in table.values() if e["missing_seeds"]
+    ]
+    if incomplete:
+        lines += ["", "Not finished (or failed), left out of the means: " + "; ".join(incomplete) + "."]
     for label, title in [("ce", "CE of the same base"), ("asm+ce", "the released ASM+CE of the same base")]:
         lines += [
             "",
@@ -393,8 +433,8 @@ def plots(table: dict[str, Any], docs: Path) -> list[Path]:
     return written
 
 
-def report(out: Path, docs: Path, cells: list[Cell]) -> None:
-    table = collect(out, cells)
+def report(out: Path, docs: Path, cells: list[Cell], steps: int | None = None) -> None:
+    table = collect(out, cells, steps)
     docs.mkdir(parents=True, exist_ok=True)
     slim = {
         key: {**entry, "runs": {s: {k: v for k, v in r.items() if k != "curve"} for s, r in entry["runs"].items()}}
@@ -418,14 +458,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="override every run's length (smoke tests only)")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
     args = parser.parse_args(argv)
+    smoke = args.steps is not None or args.seeds is not None
+    if smoke and (args.out == parser.get_default("out") or args.docs == parser.get_default("docs")):
+        parser.error("--steps and --seeds are for smoke tests: give --out and --docs away from the study's")
     cells = [cell for cell in CELLS if args.only is None or cell.group in args.only]
     if args.only is not None:  # a group's pairs need their references
-        cells += [c for c in CELLS if c not in cells and any(_reference(x, CELLS) == c for x in cells)]
+        cells += [
+            c
+            for c in CELLS
+            if c not in cells and any(c in (_reference(x, CELLS), _find(CELLS, x.base, RELEASED)) for x in cells)
+        ]
     if args.seeds is not None:
         cells = [replace(cell, seeds=tuple(args.seeds)) for cell in cells]
     if not args.report_only:
         run_missing(args.out, cells, args.jobs, args.threads, args.steps)
-    report(args.out, args.docs, cells if args.seeds is not None else CELLS)
+    report(args.out, args.docs, cells if args.seeds is not None else CELLS, args.steps)
     return 0
 
 

@@ -82,6 +82,9 @@ class AdversarialStructureMatching(nn.Module):
             the positions whose encoder window holds a pixel where the hard negative differs from the
             ground truth. With few errors the released mean is mostly the constant ``margin`` of
             the correct positions, so ``"errors"`` makes the same weight a much stronger adversary.
+            For decoder layers (conv6...) the window is their level's encoder window, a subset of
+            what they see. Under ``torch.distributed`` each process averages over its own error
+            positions before the gradients are averaged.
         total_steps: length of training T, for the weight decay and the analyzer's poly LR. None: both
             stay constant (pass it to reproduce the released schedule).
         reconstruction_weight: weight of the analyzer's reconstruction (structure-regularisation) loss (released 1).
@@ -333,13 +336,13 @@ class AdversarialStructureMatching(nn.Module):
             over_all[name] = masked_mean(values, layer_valid)
             over_errors[name] = masked_mean(values, error_positions)
         used = over_errors if self.hinge_pixels == "errors" else over_all
-        valid_pixels = (~ignored).sum() if ignored is not None else torch.tensor(target.numel())
-        error_share = wrong.sum() / valid_pixels.clamp_min(1)
+        valid_pixels = int((~ignored).sum()) if ignored is not None else target.numel()
+        error_share = wrong.sum() / max(1, valid_pixels)
         return (
             used,
             torch.stack(list(over_all.values())).sum().detach(),
             torch.stack(list(over_errors.values())).sum().detach(),
-            error_share.detach().float(),
+            error_share.detach(),
         )
 
     def _segmenter_loss(

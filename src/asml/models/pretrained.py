@@ -19,7 +19,8 @@ __all__ = ["OFFLINE_ENCODERS", "OFFLINE_WEIGHTS", "efficientnet_lite0_imagenet",
 
 OFFLINE_WEIGHTS = "imagenet-offline"
 # smp encoder name -> the timm model whose names the offline weights are mapped to.
-OFFLINE_ENCODERS = {"tu-efficientnet_lite0": "efficientnet_lite0"}
+# timm's tf_ variant has the same tensors with TensorFlow's BatchNorm eps (1e-3) and "SAME" padding.
+OFFLINE_ENCODERS = {"tu-efficientnet_lite0": "efficientnet_lite0", "tu-tf_efficientnet_lite0": "tf_efficientnet_lite0"}
 
 
 def efficientnet_lite0_imagenet() -> OrderedDict[str, Tensor]:
