@@ -14,41 +14,51 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
 
 
-def load_script() -> ModuleType:
+def load_script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     spec = importlib.util.spec_from_file_location("ablation", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["ablation"] = module  # dataclasses look their module up while the class is built
+    monkeypatch.setitem(sys.modules, "ablation", module)  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
 
 @pytest.mark.slow
 def test_study_trains_missing_runs_once_and_reports_paired_differences(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ablation = load_script()
+    ablation = load_script(monkeypatch)
     out, docs = tmp_path / "runs", tmp_path / "docs"
     arguments = ["--only", "hinge pixels", "--seeds", "0", "--steps", "2", "--out", str(out), "--docs", str(docs)]
     assert ablation.main(arguments) == 0
-    assert "3 runs to train" in capsys.readouterr().out  # the two cells and their CE reference
+    assert "4 runs to train" in capsys.readouterr().out  # the two cells, CE and the released ASM+CE
     assert ablation.main(arguments) == 0
     assert "0 runs to train" in capsys.readouterr().out  # finished runs are kept
     results = json.loads((docs / "results.json").read_text())
     base = "horses/unet-r18"
-    assert set(results) == {f"{base}::ce", f"{base}::asm+ce hinge@errors", f"{base}::asm+ce hinge@errors w_adv=0.1"}
+    names = {"ce", "asm+ce", "asm+ce hinge@errors", "asm+ce hinge@errors w_adv=0.1"}
+    assert set(results) == {f"{base}::{name}" for name in names}
     cell = results[f"{base}::asm+ce hinge@errors"]
     final = {
         name: json.loads((path / "final_metrics.json").read_text())
         for name, path in [
             ("cell", out / "runs" / "horses_unet-r18" / "asm_ce_hinge_at_errors-seed0"),
             ("ce", out / "runs" / "horses_unet-r18" / "ce-seed0"),
+            ("released", out / "runs" / "horses_unet-r18" / "asm_ce-seed0"),
         ]
     }
     expected = 100 * (final["cell"]["mIoU"] - final["ce"]["mIoU"])
     assert cell["paired"]["ce"]["mIoU"]["values"] == pytest.approx([expected], abs=1e-9)
+    expected = 100 * (final["cell"]["BF"] - final["released"]["BF"])
+    assert cell["paired"]["asm+ce"]["BF"]["values"] == pytest.approx([expected], abs=1e-9)
     assert cell["hinge_errors"]["mean"] is not None and cell["hinge_all"]["mean"] is not None
     table = (docs / "results.md").read_text()
     assert "| horses/unet-r18 | asm+ce hinge@errors | 1 |" in table
     assert (docs / "paired_differences.png").is_file() and (docs / "hinge_curves.png").is_file()
     assert not (out / "runs" / "horses_unet-r18" / "ce-seed0" / "checkpoints").exists()  # dropped when done
+
+    # A run folder made with another setting is never mixed in, nor overwritten.
+    with pytest.raises(SystemExit, match="another config"):
+        ablation.main([*arguments[:5], "3", "--out", str(out), "--docs", str(docs)])
+    with pytest.raises(SystemExit):  # smoke settings must not touch the study's folders
+        ablation.main(["--steps", "2"])
