@@ -10,6 +10,10 @@ the decoder, with the analyzer's gradients computed and thrown away in the segme
 
     .venv/bin/python benchmarks/step_time.py                 # PSPNet-resnet18 and U-Net-resnet18, 128 px, batch 8
     .venv/bin/python benchmarks/step_time.py --rounds 20 --classes 2
+    .venv/bin/python benchmarks/step_time.py --variants --models unet --size 64 --classes 2   # the ablation's settings
+
+``--variants`` times the ablation study's ASM+CE settings instead (released, hinge over error
+positions, conv1-4 and all nine layers matched), each against CE.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ from asml import AdversarialStructureMatching, adversarial_hinge_loss, matching_
 from asml.data import blob_segmentation_batch
 
 ARCHITECTURES = {"pspnet": smp.PSPNet, "unet": smp.Unet}
+VARIANTS: dict[str, dict[str, object]] = {
+    "asm+ce": {},
+    "asm+ce hinge@errors": {"hinge_pixels": "errors"},
+    "asm+ce conv1-4": {"matched_layers": ("conv1", "conv2", "conv3", "conv4")},
+    "asm+ce conv1-9": {"matched_layers": tuple(f"conv{i}" for i in range(1, 10))},
+}
 
 
 class NaiveASM:
@@ -70,17 +80,21 @@ def training_step(
     return time.perf_counter() - start
 
 
-def benchmark(architecture: str, size: int, batch: int, classes: int, rounds: int, warmup: int) -> dict[str, float]:
+def benchmark(
+    architecture: str, size: int, batch: int, classes: int, rounds: int, warmup: int, variants: bool = False
+) -> dict[str, float]:
     torch.manual_seed(0)
     model = ARCHITECTURES[architecture]("resnet18", encoder_weights=None, classes=classes)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    asm = AdversarialStructureMatching(classes, total_steps=1000)
-    naive = NaiveASM(AdversarialStructureMatching(classes, total_steps=1000))
     losses: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
         "ce": lambda logits, masks: F.cross_entropy(logits, masks, ignore_index=255),
-        "asm": asm,
-        "naive": naive,
     }
+    if variants:
+        for name, options in VARIANTS.items():
+            losses[name] = AdversarialStructureMatching(classes, total_steps=1000, ce_weight=1.0, **options)  # type: ignore[arg-type]
+    else:
+        losses["asm"] = AdversarialStructureMatching(classes, total_steps=1000)
+        losses["naive"] = NaiveASM(AdversarialStructureMatching(classes, total_steps=1000))
     images, masks = blob_segmentation_batch(batch, size, num_classes=classes, seed=0)
     times: dict[str, list[float]] = {name: [] for name in losses}
     for round_index in range(warmup + rounds):
@@ -101,11 +115,19 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=21)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--variants", action="store_true", help="time the ablation's ASM+CE settings against CE")
     args = parser.parse_args()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {args.size}x{args.size}, "
         f"batch {args.batch}, {args.classes} classes; median of {args.rounds} alternating rounds"
     )
+    if args.variants:
+        for architecture in args.models:
+            result = benchmark(architecture, args.size, args.batch, args.classes, args.rounds, args.warmup, True)
+            print(f"{architecture}-resnet18: CE {result['ce']:.3f} s/step")
+            for name in VARIANTS:
+                print(f"  {name:<22}{result[name]:>8.3f} s/step   / CE {result[name] / result['ce']:.2f}")
+        return
     print(
         f"{'model':<18}{'CE s/step':>11}{'ASM s/step':>12}{'naive s/step':>14}{'ASM/CE':>9}{'naive/CE':>10}"
         f"{'ASM/CE (fastest rounds)':>25}"
