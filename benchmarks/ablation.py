@@ -93,6 +93,15 @@ CELLS: list[Cell] = [  # in the order they are trained: the main comparisons fir
     Cell("asm", "loss", U, "asm"),
     # Control: is ASM+CE's gain just a larger step? CE with twice the learning rate.
     Cell("ce lr=0.02", "loss", U, "ce", optim={"lr": 0.02}),
+    # Control: does the analyzer need training at all? A random analyzer, never updated (no hinge,
+    # no reconstruction), as a fixed feature extractor for the matching loss.
+    Cell(
+        "asm+ce random analyzer",
+        "adversarial weight",
+        U,
+        "asm+ce",
+        {"adversarial_weight": 0.0, "reconstruction_weight": 0.0},
+    ),
     # The multi-class set (its thin classes need the longer schedule), and training length.
     *_pair("riders", "riders/unet-r18/long"),
     *_pair("length", "horses/unet-r18/long"),
