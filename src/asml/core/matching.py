@@ -336,8 +336,9 @@ class AdversarialStructureMatching(nn.Module):
             over_all[name] = masked_mean(values, layer_valid)
             over_errors[name] = masked_mean(values, error_positions)
         used = over_errors if self.hinge_pixels == "errors" else over_all
-        valid_pixels = int((~ignored).sum()) if ignored is not None else target.numel()
-        error_share = wrong.sum() / max(1, valid_pixels)
+        # Counted on the device: no host synchronisation in the training step.
+        valid_pixels = (~ignored).sum() if ignored is not None else torch.full((), target.numel(), device=target.device)
+        error_share = wrong.sum() / valid_pixels.clamp_min(1)
         return (
             used,
             torch.stack(list(over_all.values())).sum().detach(),
