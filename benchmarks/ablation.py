@@ -53,11 +53,6 @@ BASES: dict[str, dict[str, Any]] = {
         "steps": SHORT,
     },
     "riders/unet-r18/long": {"dataset": "riders", "model": {"name": "unet", "encoder": "resnet18"}, "steps": LONG},
-    "riders/unet-lite0-imagenet/long": {
-        "dataset": "riders",
-        "model": {"name": "unet", "encoder": "tu-efficientnet_lite0", "weights": "imagenet-offline"},
-        "steps": LONG,
-    },
 }
 
 
@@ -106,7 +101,8 @@ CELLS: list[Cell] = [  # in the order they are trained: the main comparisons fir
     *_pair("riders", "riders/unet-r18/long"),
     *_pair("length", "horses/unet-r18/long"),
     Cell("asm+ce w_adv=0.1", "adversarial weight", U, "asm+ce", {"adversarial_weight": 0.1}),
-    Cell("asm+ce w_adv=1", "adversarial weight", U, "asm+ce", {"adversarial_weight": 1.0}),
+    # w_adv=1 came out ahead on 3 seeds by a small margin: 5 seeds, and the long and riders bases.
+    Cell("asm+ce w_adv=1", "adversarial weight", U, "asm+ce", {"adversarial_weight": 1.0}, seeds=FIVE),
     # Where the hinge is averaged.
     Cell("asm+ce hinge@errors", "hinge pixels", U, "asm+ce", {"hinge_pixels": "errors"}),
     Cell(
@@ -119,6 +115,8 @@ CELLS: list[Cell] = [  # in the order they are trained: the main comparisons fir
     # Matched layers.
     Cell("asm+ce conv1-4", "layers", U, "asm+ce", {"matched_layers": ["conv1", "conv2", "conv3", "conv4"]}),
     Cell("asm+ce conv1-9", "layers", U, "asm+ce", {"matched_layers": [f"conv{i}" for i in range(1, 10)]}),
+    Cell("asm+ce w_adv=1", "adversarial weight", "horses/unet-r18/long", "asm+ce", {"adversarial_weight": 1.0}),
+    Cell("asm+ce w_adv=1", "adversarial weight", "riders/unet-r18/long", "asm+ce", {"adversarial_weight": 1.0}),
     # Segmenters, from scratch and from an ImageNet encoder.
     *_pair("segmenter", "horses/pspnet-r18"),
     *_pair("segmenter", "horses/unet-lite0-imagenet"),
@@ -127,7 +125,6 @@ CELLS: list[Cell] = [  # in the order they are trained: the main comparisons fir
     Cell("asm+ce match x0.3", "matching weight", U, "asm+ce", {"matching_weight": 0.3}),
     Cell("asm+ce match x3", "matching weight", U, "asm+ce", {"matching_weight": 3.0}),
     *_pair("segmenter", "horses/fcn-r18"),
-    *_pair("riders", "riders/unet-lite0-imagenet/long"),
 ]
 GROUPS = sorted({cell.group for cell in CELLS})
 HEADLINE = ("mIoU", "BF", "mean_boundary_IoU", "trimap_1px", "context_share")
