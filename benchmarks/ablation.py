@@ -419,7 +419,10 @@ def plots(table: dict[str, Any], docs: Path) -> list[Path]:
         plt.close(figure)
         written.append(path)
 
-    curves = [e for e in table.values() if e["loss"].startswith("asm") and e["base"] == U]
+    # Cells matching conv1-2 only: the hinge is a sum over layers, so more layers would not compare.
+    curves = [
+        e for e in table.values() if e["loss"].startswith("asm") and e["base"] == U and "matched_layers" not in e["asm"]
+    ]
     if curves:
         figure, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
         for axis, key in zip(axes, ("hinge_all", "hinge_errors"), strict=True):
