@@ -41,7 +41,6 @@ BASES: dict[str, dict[str, Any]] = {
     "horses/unet-r18": {"dataset": "horses", "model": {"name": "unet", "encoder": "resnet18"}, "steps": SHORT},
     "horses/unet-r18/long": {"dataset": "horses", "model": {"name": "unet", "encoder": "resnet18"}, "steps": LONG},
     "horses/pspnet-r18": {"dataset": "horses", "model": {"name": "pspnet", "encoder": "resnet18"}, "steps": SHORT},
-    "horses/fcn-r18": {"dataset": "horses", "model": {"name": "fcn", "encoder": "resnet18"}, "steps": SHORT},
     "horses/unet-lite0": {
         "dataset": "horses",
         "model": {"name": "unet", "encoder": "tu-efficientnet_lite0"},
@@ -124,7 +123,6 @@ CELLS: list[Cell] = [  # in the order they are trained: the main comparisons fir
     # Matching weight relative to CE (CE weight 1).
     Cell("asm+ce match x0.3", "matching weight", U, "asm+ce", {"matching_weight": 0.3}),
     Cell("asm+ce match x3", "matching weight", U, "asm+ce", {"matching_weight": 3.0}),
-    *_pair("segmenter", "horses/fcn-r18"),
 ]
 GROUPS = sorted({cell.group for cell in CELLS})
 HEADLINE = ("mIoU", "BF", "mean_boundary_IoU", "trimap_1px", "context_share")
