@@ -121,6 +121,14 @@ CELLS: list[Cell] = [  # in the order they are trained: the main comparisons fir
     # Segmenters: PSPNet from scratch, and U-Net from an ImageNet encoder as the paper's models were.
     *_pair("segmenter", "horses/pspnet-r18"),
     *_pair("segmenter", "horses/unet-lite0-imagenet"),
+    # The two best changes together.
+    Cell(
+        "asm+ce conv1-9 w_adv=1",
+        "layers",
+        U,
+        "asm+ce",
+        {"matched_layers": [f"conv{i}" for i in range(1, 10)], "adversarial_weight": 1.0},
+    ),
     # Do the best settings on horses/450 steps carry over to the long schedule and to riders?
     Cell("asm+ce w_adv=1", "adversarial weight", "horses/unet-r18/long", "asm+ce", {"adversarial_weight": 1.0}),
     Cell(
