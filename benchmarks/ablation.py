@@ -11,7 +11,9 @@ kept, an interrupted one resumed, so the study continues where it stopped when s
 
 About two hours on 2 CPU cores (two runs at a time, one thread each: 1.4x the throughput of one
 run on two threads for these small models). The report (tables, paired differences, plots) goes to
-``docs/ablation/``; the runs to ``--out`` (default ``study-ablation/``, not versioned).
+``docs/ablation/``, with one small record per finished run in ``docs/ablation/runs/`` (versioned: the
+report is rebuilt from these alone); the run folders go to ``--out`` (default ``study-ablation/``, not
+versioned, checkpoints dropped once a run is done).
 """
 
 from __future__ import annotations
@@ -72,21 +74,32 @@ class Cell:
         return f"{self.base}::{self.name}"
 
 
+# The released settings this study varies, written out in every ASM cell so that a change of the
+# library's defaults (chosen from this study) changes no cell.
+RELEASED_ASM: dict[str, Any] = {"matched_layers": ["conv1", "conv2"], "adversarial_weight": 0.012}
+
+
+def _asm(**changes: Any) -> dict[str, Any]:
+    return {**RELEASED_ASM, **changes}
+
+
 def _pair(group: str, base: str, seeds: tuple[int, ...] = THREE) -> list[Cell]:
-    return [Cell("ce", group, base, "ce", seeds=seeds), Cell("asm+ce", group, base, "asm+ce", seeds=seeds)]
+    return [Cell("ce", group, base, "ce", seeds=seeds), Cell(RELEASED, group, base, "asm+ce", _asm(), seeds=seeds)]
 
 
 RELEASED = "asm+ce"
 U = "horses/unet-r18"
+CONV1_9 = [f"conv{i}" for i in range(1, 10)]
 CELLS: list[Cell] = [  # in the order they are trained: the main comparisons first
     # The loss itself, five seeds for the main pair.
     Cell("ce", "loss", U, "ce", seeds=FIVE),
-    Cell(RELEASED, "loss", U, "asm+ce", seeds=FIVE),
+    Cell(RELEASED, "loss", U, "asm+ce", _asm(), seeds=FIVE),
+    # The candidates for the library's default: a stronger adversary, more matched layers, both.
+    Cell("asm+ce w_adv=1", "adversarial weight", U, "asm+ce", _asm(adversarial_weight=1.0)),
+    Cell("asm+ce conv1-9", "layers", U, "asm+ce", _asm(matched_layers=CONV1_9)),
+    Cell("asm+ce conv1-9 w_adv=1", "layers", U, "asm+ce", _asm(matched_layers=CONV1_9, adversarial_weight=1.0)),
     # Adversarial weight: 0 is a fixed-purpose label autoencoder (a learned "perceptual" loss).
-    Cell("asm+ce w_adv=0", "adversarial weight", U, "asm+ce", {"adversarial_weight": 0.0}, seeds=FIVE),
-    Cell("asm", "loss", U, "asm"),
-    # Control: is ASM+CE's gain just a larger step? CE with twice the learning rate.
-    Cell("ce lr=0.02", "loss", U, "ce", optim={"lr": 0.02}),
+    Cell("asm+ce w_adv=0", "adversarial weight", U, "asm+ce", _asm(adversarial_weight=0.0)),
     # Control: does the analyzer need training at all? A random analyzer, never updated (no hinge,
     # no reconstruction), as a fixed feature extractor for the matching loss.
     Cell(
@@ -94,51 +107,35 @@ CELLS: list[Cell] = [  # in the order they are trained: the main comparisons fir
         "adversarial weight",
         U,
         "asm+ce",
-        {"adversarial_weight": 0.0, "reconstruction_weight": 0.0},
+        _asm(adversarial_weight=0.0, reconstruction_weight=0.0),
     ),
-    # The multi-class set (its thin classes need the longer schedule), and training length.
-    *_pair("riders", "riders/unet-r18/long"),
+    # Control: is ASM+CE's gain just a larger step? CE with twice the learning rate.
+    Cell("ce lr=0.02", "loss", U, "ce", optim={"lr": 0.02}),
+    Cell("asm", "loss", U, "asm", _asm()),
+    # Training length, and the multi-class set (its thin classes need the longer schedule), with the
+    # default candidate carried over.
     *_pair("length", "horses/unet-r18/long"),
-    Cell("asm+ce w_adv=0.1", "adversarial weight", U, "asm+ce", {"adversarial_weight": 0.1}),
-    # w_adv=1 came out ahead on 3 seeds by a small margin: 5 seeds, and the long and riders bases.
-    Cell("asm+ce w_adv=1", "adversarial weight", U, "asm+ce", {"adversarial_weight": 1.0}, seeds=FIVE),
-    # Where the hinge is averaged.
-    Cell("asm+ce hinge@errors", "hinge pixels", U, "asm+ce", {"hinge_pixels": "errors"}),
+    Cell("asm+ce conv1-9", "layers", "horses/unet-r18/long", "asm+ce", _asm(matched_layers=CONV1_9)),
+    *_pair("riders", "riders/unet-r18/long"),
+    Cell("asm+ce conv1-9", "layers", "riders/unet-r18/long", "asm+ce", _asm(matched_layers=CONV1_9)),
+    # Matched layers and matching weight relative to CE (CE weight 1): does conv1-9 help only because a
+    # sum over more layers weighs the matching loss more?
+    Cell("asm+ce conv1-4", "layers", U, "asm+ce", _asm(matched_layers=["conv1", "conv2", "conv3", "conv4"])),
+    Cell("asm+ce match x3", "matching weight", U, "asm+ce", _asm(matching_weight=3.0)),
+    # Where the hinge is averaged, and the adversarial weight between.
+    Cell("asm+ce hinge@errors", "hinge pixels", U, "asm+ce", _asm(hinge_pixels="errors")),
+    Cell("asm+ce w_adv=0.1", "adversarial weight", U, "asm+ce", _asm(adversarial_weight=0.1)),
+    # Segmenters: PSPNet from scratch, and U-Net from an ImageNet encoder as the paper's models were.
+    *_pair("segmenter", "horses/pspnet-r18"),
+    *_pair("segmenter", "horses/unet-lite0-imagenet"),
+    Cell("asm+ce match x0.3", "matching weight", U, "asm+ce", _asm(matching_weight=0.3)),
     Cell(
         "asm+ce hinge@errors w_adv=0.1",
         "hinge pixels",
         U,
         "asm+ce",
-        {"hinge_pixels": "errors", "adversarial_weight": 0.1},
+        _asm(hinge_pixels="errors", adversarial_weight=0.1),
     ),
-    # Matched layers.
-    Cell("asm+ce conv1-4", "layers", U, "asm+ce", {"matched_layers": ["conv1", "conv2", "conv3", "conv4"]}),
-    Cell("asm+ce conv1-9", "layers", U, "asm+ce", {"matched_layers": [f"conv{i}" for i in range(1, 10)]}),
-    # Matching weight relative to CE (CE weight 1): also tells whether more matched layers help only
-    # because a sum over more layers weighs the matching loss more.
-    Cell("asm+ce match x0.3", "matching weight", U, "asm+ce", {"matching_weight": 0.3}),
-    Cell("asm+ce match x3", "matching weight", U, "asm+ce", {"matching_weight": 3.0}),
-    # Segmenters: PSPNet from scratch, and U-Net from an ImageNet encoder as the paper's models were.
-    *_pair("segmenter", "horses/pspnet-r18"),
-    *_pair("segmenter", "horses/unet-lite0-imagenet"),
-    # The two best changes together.
-    Cell(
-        "asm+ce conv1-9 w_adv=1",
-        "layers",
-        U,
-        "asm+ce",
-        {"matched_layers": [f"conv{i}" for i in range(1, 10)], "adversarial_weight": 1.0},
-    ),
-    # Do the best settings on horses/450 steps carry over to the long schedule and to riders?
-    Cell("asm+ce w_adv=1", "adversarial weight", "horses/unet-r18/long", "asm+ce", {"adversarial_weight": 1.0}),
-    Cell(
-        "asm+ce conv1-9",
-        "layers",
-        "riders/unet-r18/long",
-        "asm+ce",
-        {"matched_layers": [f"conv{i}" for i in range(1, 10)]},
-    ),
-    Cell("asm+ce w_adv=1", "adversarial weight", "riders/unet-r18/long", "asm+ce", {"adversarial_weight": 1.0}),
     *_pair("segmenter", "horses/unet-lite0"),
 ]
 GROUPS = sorted({cell.group for cell in CELLS})
@@ -192,50 +189,80 @@ def run_directory(out: Path, cell: Cell, seed: int) -> Path:
     return out / "runs" / cell.base.replace("/", "_") / f"{slug}-seed{seed}"
 
 
-def _train_one(out: Path, cell: Cell, seed: int, threads: int, steps: int | None) -> str:
-    """Train (or resume) one run in a subprocess; drop its checkpoints once finished (disk)."""
+def record_path(docs: Path, cell: Cell, seed: int) -> Path:
+    """The versioned summary of one finished run (config, final scores, timing, training log)."""
+    run_dir = run_directory(Path(), cell, seed)
+    return docs / "runs" / run_dir.parent.name / f"{run_dir.name}.json"
+
+
+def _without_run_dir(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if key != "run_dir"}
+
+
+def save_record(run_dir: Path, record: Path) -> None:
+    """Keep what the report needs of a finished run next to the report, so the study's evidence is
+    versioned with it and survives the loss of the (large, unversioned) run folders."""
+    summary = {
+        "config": _without_run_dir(yaml.safe_load((run_dir / "config.yaml").read_text())),
+        "final": json.loads((run_dir / "final_metrics.json").read_text()),
+        "timing": json.loads((run_dir / "timing.json").read_text()),
+        "train": _train_rows(run_dir),
+    }
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(summary, indent=None, allow_nan=True) + "\n")
+
+
+def _train_one(out: Path, docs: Path, cell: Cell, seed: int, threads: int, steps: int | None) -> str:
+    """Train (or resume) one run in a subprocess, save its record, drop its checkpoints (disk)."""
     run_dir = run_directory(out, cell, seed)
-    config_file = out / "configs" / f"{run_dir.parent.name}--{run_dir.name}.yaml"
-    config_file.parent.mkdir(parents=True, exist_ok=True)
-    config_file.write_text(yaml.safe_dump(run_config(cell, seed, run_dir, steps), sort_keys=False))
-    command = [str(Path(sys.executable).parent / "asml"), "train", str(config_file)]
-    if (run_dir / "config.yaml").exists():
-        command.append("--resume")
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    start = time.time()
-    log = run_dir.parent / f"{run_dir.name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a") as stream:
-        result = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, env=env, check=False)
-    if result.returncode != 0:
-        return f"FAILED {cell.key()} seed {seed} (exit {result.returncode}); see {log}"
+    if not (run_dir / "final_metrics.json").is_file():
+        config_file = out / "configs" / f"{run_dir.parent.name}--{run_dir.name}.yaml"
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(yaml.safe_dump(run_config(cell, seed, run_dir, steps), sort_keys=False))
+        command = [str(Path(sys.executable).parent / "asml"), "train", str(config_file)]
+        if (run_dir / "config.yaml").exists():
+            command.append("--resume")
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        log = run_dir.parent / f"{run_dir.name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as stream:
+            result = subprocess.run(command, stdout=stream, stderr=subprocess.STDOUT, env=env, check=False)
+        if result.returncode != 0:
+            return f"FAILED {cell.key()} seed {seed} (exit {result.returncode}); see {log}"
+    save_record(run_dir, record_path(docs, cell, seed))
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return f"done {cell.key()} seed {seed} in {time.time() - start:.0f} s"
+    return f"done {cell.key()} seed {seed}"
 
 
-def run_missing(out: Path, cells: list[Cell], jobs: int, threads: int, steps: int | None = None) -> None:
-    """Train every (cell, seed) without ``final_metrics.json``, ``jobs`` at a time, in list order."""
-    stale = [
-        run_directory(out, cell, seed)
-        for cell in cells
-        for seed in cell.seeds
-        if (run_directory(out, cell, seed) / "config.yaml").is_file()
-        and not config_matches(run_directory(out, cell, seed), cell, seed, steps)
-    ]
+def _record_matches(record: Path, cell: Cell, seed: int, steps: int | None) -> bool:
+    """Whether ``record`` was made with this cell's config (not a smoke test, not an older definition)."""
+    saved = json.loads(record.read_text())["config"]
+    return bool(saved == _without_run_dir(_resolved(run_config(cell, seed, Path(), steps))))
+
+
+def _stale(out: Path, docs: Path, cell: Cell, seed: int, steps: int | None) -> Path | None:
+    """The run folder or record of (cell, seed) if it holds a run made with another config."""
+    run_dir, record = run_directory(out, cell, seed), record_path(docs, cell, seed)
+    if (run_dir / "config.yaml").is_file() and not config_matches(run_dir, cell, seed, steps):
+        return run_dir
+    if record.is_file() and not _record_matches(record, cell, seed, steps):
+        return record
+    return None
+
+
+def run_missing(out: Path, docs: Path, cells: list[Cell], jobs: int, threads: int, steps: int | None = None) -> None:
+    """Train every (cell, seed) without a record, ``jobs`` at a time, in list order."""
+    runs = [(cell, seed) for cell in cells for seed in cell.seeds]
+    stale = [path for cell, seed in runs if (path := _stale(out, docs, cell, seed, steps)) is not None]
     if stale:  # never overwrite or mix in runs made with another setting
         raise SystemExit(
-            f"[ablation] {len(stale)} run folder(s) hold runs with another config than the study's, e.g. "
-            f"{stale[0]}; move them away or use another --out"
+            f"[ablation] {len(stale)} run folder(s) or record(s) hold runs with another config than the "
+            f"study's, e.g. {stale[0]}; move them away or use another --out/--docs"
         )
-    todo = [
-        (cell, seed)
-        for cell in cells
-        for seed in cell.seeds
-        if not (run_directory(out, cell, seed) / "final_metrics.json").is_file()
-    ]
+    todo = [(cell, seed) for cell, seed in runs if not record_path(docs, cell, seed).is_file()]
     print(f"[ablation] {len(todo)} runs to train, {jobs} at a time with {threads} thread(s) each", flush=True)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for message in pool.map(lambda job: _train_one(out, job[0], job[1], threads, steps), todo):
+        for message in pool.map(lambda job: _train_one(out, docs, job[0], job[1], threads, steps), todo):
             print(f"[ablation] {time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
@@ -243,16 +270,17 @@ def _train_rows(run_dir: Path) -> list[dict[str, Any]]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     # A resumed run logs again the steps after its last checkpoint: keep each step's last row.
     by_step = {row["step"]: row for row in rows if row.get("kind") == "train"}
-    return [by_step[step] for step in sorted(by_step)]
+    return [{k: by_step[step][k] for k in ("step", "loss", *HINGE) if k in by_step[step]} for step in sorted(by_step)]
 
 
-def run_scores(run_dir: Path, cell: Cell, seed: int, steps: int | None = None) -> dict[str, Any] | None:
-    """Final scores (in %), hinge logs averaged over the second half of training, s/step; None if
-    unfinished or made with another config."""
-    final_file = run_dir / "final_metrics.json"
-    if not final_file.is_file() or not config_matches(run_dir, cell, seed, steps):
+def run_scores(docs: Path, cell: Cell, seed: int, steps: int | None = None) -> dict[str, Any] | None:
+    """Final scores (in %), hinge logs averaged over the second half of training, s/step, from the
+    run's record; None if unfinished or made with another config."""
+    record = record_path(docs, cell, seed)
+    if not record.is_file() or not _record_matches(record, cell, seed, steps):
         return None
-    final = json.loads(final_file.read_text())
+    summary = json.loads(record.read_text())
+    final = summary["final"]
     scores: dict[str, Any] = {
         "mIoU": 100 * final["mIoU"],
         "BF": 100 * final["BF"],
@@ -262,15 +290,15 @@ def run_scores(run_dir: Path, cell: Cell, seed: int, steps: int | None = None) -
         "IoU": [100 * v if v is not None else None for v in final["IoU"]],
         "class_names": final["class_names"],
     }
-    timing = json.loads((run_dir / "timing.json").read_text())
+    timing = summary["timing"]
     # Only the last session's steps are timed; a run resumed at its end has none.
     scores["seconds_per_step"] = timing["training_seconds"] / timing["steps"] if timing["steps"] else None
-    rows = _train_rows(run_dir)
+    rows = summary["train"]
     late = [row for row in rows if row["step"] > rows[-1]["step"] / 2] if rows else []
     for key in HINGE:
         values = [row[key] for row in late if key in row]
         scores[key] = statistics.fmean(values) if values else None
-    scores["curve"] = [{k: row[k] for k in ("step", *HINGE, "loss") if k in row} for row in rows]
+    scores["curve"] = rows
     return scores
 
 
@@ -292,12 +320,12 @@ def _reference(cell: Cell, cells: list[Cell]) -> Cell | None:
     return None if cell.name == name else _find(cells, cell.base, name)
 
 
-def collect(out: Path, cells: list[Cell], steps: int | None = None) -> dict[str, Any]:
+def collect(docs: Path, cells: list[Cell], steps: int | None = None) -> dict[str, Any]:
     """Per cell: seeds done, mean/std of the headline scores, hinge logs and s/step, and the paired
     differences against the base's CE cell (and against the released ASM+CE for ASM variants)."""
     table: dict[str, Any] = {}
     for cell in cells:
-        runs = {seed: run_scores(run_directory(out, cell, seed), cell, seed, steps) for seed in cell.seeds}
+        runs = {seed: run_scores(docs, cell, seed, steps) for seed in cell.seeds}
         done = {seed: scores for seed, scores in runs.items() if scores is not None}
         if not done:
             continue
@@ -320,7 +348,7 @@ def collect(out: Path, cells: list[Cell], steps: int | None = None) -> dict[str,
         for label, other in comparisons.items():
             if other is None:
                 continue
-            other_runs = {seed: run_scores(run_directory(out, other, seed), other, seed, steps) for seed in other.seeds}
+            other_runs = {seed: run_scores(docs, other, seed, steps) for seed in other.seeds}
             seeds = [seed for seed in sorted(done) if other_runs.get(seed) is not None]
             if not seeds:
                 continue
@@ -436,7 +464,11 @@ def plots(table: dict[str, Any], docs: Path) -> list[Path]:
 
     # Cells matching conv1-2 only: the hinge is a sum over layers, so more layers would not compare.
     curves = [
-        e for e in table.values() if e["loss"].startswith("asm") and e["base"] == U and "matched_layers" not in e["asm"]
+        e
+        for e in table.values()
+        if e["loss"].startswith("asm")
+        and e["base"] == U
+        and e["asm"].get("matched_layers") == RELEASED_ASM["matched_layers"]
     ]
     if curves:
         figure, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
@@ -457,8 +489,8 @@ def plots(table: dict[str, Any], docs: Path) -> list[Path]:
     return written
 
 
-def report(out: Path, docs: Path, cells: list[Cell], steps: int | None = None) -> None:
-    table = collect(out, cells, steps)
+def report(docs: Path, cells: list[Cell], steps: int | None = None) -> None:
+    table = collect(docs, cells, steps)
     docs.mkdir(parents=True, exist_ok=True)
     slim = {
         key: {**entry, "runs": {s: {k: v for k, v in r.items() if k != "curve"} for s, r in entry["runs"].items()}}
@@ -495,8 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is not None:
         cells = [replace(cell, seeds=tuple(args.seeds)) for cell in cells]
     if not args.report_only:
-        run_missing(args.out, cells, args.jobs, args.threads, args.steps)
-    report(args.out, args.docs, cells if args.seeds is not None else CELLS, args.steps)
+        run_missing(args.out, args.docs, cells, args.jobs, args.threads, args.steps)
+    report(args.docs, cells if args.seeds is not None else CELLS, args.steps)
     return 0
 
 

@@ -57,6 +57,14 @@ def test_study_trains_missing_runs_once_and_reports_paired_differences(
     assert (docs / "paired_differences.png").is_file() and (docs / "hinge_curves.png").is_file()
     assert not (out / "runs" / "horses_unet-r18" / "ce-seed0" / "checkpoints").exists()  # dropped when done
 
+    # The versioned records alone rebuild the same report: the run folders are not needed.
+    assert len(list((docs / "runs").rglob("*.json"))) == 4
+    moved = tmp_path / "moved-runs"
+    out.rename(moved)
+    assert ablation.main([*arguments, "--report-only"]) == 0
+    assert json.loads((docs / "results.json").read_text()) == results
+    moved.rename(out)
+
     # A run folder made with another setting is never mixed in, nor overwritten.
     with pytest.raises(SystemExit, match="another config"):
         ablation.main([*arguments[:5], "3", "--out", str(out), "--docs", str(docs)])
