@@ -70,3 +70,28 @@ def test_study_trains_missing_runs_once_and_reports_paired_differences(
         ablation.main([*arguments[:5], "3", "--out", str(out), "--docs", str(docs)])
     with pytest.raises(SystemExit):  # smoke settings must not touch the study's folders
         ablation.main(["--steps", "2"])
+
+
+def test_every_asm_cell_pins_the_released_settings_it_does_not_vary(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asml.losses import ASM_DEFAULTS, RELEASED_ASM
+
+    ablation = load_script(monkeypatch)
+    as_lists = {key: list(value) if isinstance(value, tuple) else value for key, value in RELEASED_ASM.items()}
+    assert ablation.RELEASED_ASM == as_lists
+    for cell in ablation.CELLS:
+        if cell.loss.startswith("asm"):  # a change of the library's defaults must change no cell
+            assert set(RELEASED_ASM) | set(ASM_DEFAULTS) <= set(cell.asm), cell.key()
+
+
+def test_training_order_goes_seed_by_seed_within_consecutive_cells_of_one_base(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ablation = load_script(monkeypatch)
+    cells = [
+        ablation.Cell("a", "g", "horses/unet-r18", "ce", seeds=(0, 1)),
+        ablation.Cell("b", "g", "horses/unet-r18", "ce", seeds=(0, 1, 2)),
+        ablation.Cell("c", "g", "riders/unet-r18", "ce", seeds=(0, 1)),
+        ablation.Cell("d", "g", "horses/unet-r18", "ce", seeds=(0,)),
+    ]
+    order = [(cell.name, seed) for cell, seed in ablation.training_order(cells)]
+    assert order == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("b", 2), ("c", 0), ("c", 1), ("d", 0)]
