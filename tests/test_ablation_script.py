@@ -77,7 +77,7 @@ def test_every_asm_cell_pins_the_released_settings_it_does_not_vary(monkeypatch:
 
     ablation = load_script(monkeypatch)
     as_lists = {key: list(value) if isinstance(value, tuple) else value for key, value in RELEASED_ASM.items()}
-    assert ablation.RELEASED_ASM == as_lists
+    assert as_lists == ablation.RELEASED_ASM
     for cell in ablation.CELLS:
         if cell.loss.startswith("asm"):  # a change of the library's defaults must change no cell
             assert set(RELEASED_ASM) | set(ASM_DEFAULTS) <= set(cell.asm), cell.key()

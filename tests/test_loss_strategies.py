@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 
 import pytest
@@ -9,7 +10,8 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
-from asml.losses import LOSS_NAMES, build_loss
+from asml import AdversarialStructureMatching
+from asml.losses import LOSS_NAMES, RELEASED_ASM, build_loss
 
 
 def batch(classes: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -84,3 +86,25 @@ def test_gan_updates_its_discriminator_in_training_only_and_round_trips() -> Non
 def test_unknown_loss_names_list_the_choices() -> None:
     with pytest.raises(ValueError, match="unknown loss 'focal'; choose one of ce, asm, asm\\+ce, gan"):
         build_loss("focal", 3)
+
+
+@pytest.mark.parametrize("name", ["asm", "asm+ce"])
+def test_asm_losses_take_the_study_defaults_unless_the_caller_sets_them(name: str) -> None:
+    all_nine = tuple(f"conv{i}" for i in range(1, 10))
+    default = build_loss(name, 3, total_steps=10).asm
+    assert default.matched_layers == all_nine
+    assert default.adversarial_weight == pytest.approx(0.012)  # not changed by the study
+    assert default.ce_weight == (1.0 if name == "asm+ce" else 0.0)
+    chosen = build_loss(name, 3, asm_options={"matched_layers": ["conv3"], "adversarial_weight": 0.5}).asm
+    assert chosen.matched_layers == ("conv3",) and chosen.adversarial_weight == pytest.approx(0.5)
+
+
+def test_released_settings_are_the_class_defaults_and_reproduce_them_through_build_loss() -> None:
+    signature = inspect.signature(AdversarialStructureMatching.__init__).parameters
+    assert set(RELEASED_ASM) <= set(signature)
+    assert {key: signature[key].default for key in RELEASED_ASM} == RELEASED_ASM
+    assert RELEASED_ASM == {"matched_layers": ("conv1", "conv2"), "adversarial_weight": 0.012}  # the paper's code
+    released = build_loss("asm+ce", 3, asm_options=RELEASED_ASM).asm
+    plain = AdversarialStructureMatching(3, ce_weight=1.0)
+    assert released.matched_layers == plain.matched_layers == ("conv1", "conv2")
+    assert released.adversarial_weight == plain.adversarial_weight

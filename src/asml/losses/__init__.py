@@ -5,6 +5,6 @@ Losses with a second network (``asm``'s analyzer, ``gan``'s discriminator) updat
 in training mode and keep it, its optimizer and schedule in their ``state_dict``.
 """
 
-from asml.losses.strategies import LOSS_NAMES, SegmentationLoss, build_loss
+from asml.losses.strategies import ASM_DEFAULTS, LOSS_NAMES, RELEASED_ASM, SegmentationLoss, build_loss
 
-__all__ = ["LOSS_NAMES", "SegmentationLoss", "build_loss"]
+__all__ = ["ASM_DEFAULTS", "LOSS_NAMES", "RELEASED_ASM", "SegmentationLoss", "build_loss"]
