@@ -206,7 +206,7 @@ def build_loss(
         total_steps: training length, for ASM's schedules.
         image_channels: channels of the images (the GAN discriminator reads them).
         asm_options: keyword arguments of ``AdversarialStructureMatching``; those not given take
-            ``ASM_DEFAULTS``, then the class's (released) defaults.
+            ``ASM_DEFAULTS`` for ``asm+ce``, then the class's (released) defaults.
         ce_weight: weight of the CE term in the ``+ce`` variants.
         gan_weight, gan_lr: the GAN baseline's weight and discriminator learning rate (Adam).
     """
@@ -215,7 +215,9 @@ def build_loss(
     if name == "ce":
         return CrossEntropyLoss(ignore_index)
     if name in ("asm", "asm+ce"):
-        options = {**ASM_DEFAULTS, **(asm_options or {})}
+        # ``asm`` alone stays the released method: the study measured the new layers with CE only.
+        defaults = ASM_DEFAULTS if name == "asm+ce" else {}
+        options = {**defaults, **(asm_options or {})}
         options.setdefault("ce_weight", ce_weight if name == "asm+ce" else 0.0)
         return ASMLoss(
             AdversarialStructureMatching(num_classes, ignore_index=ignore_index, total_steps=total_steps, **options)
