@@ -9,8 +9,10 @@ kept, an interrupted one resumed, so the study continues where it stopped when s
     .venv/bin/python benchmarks/ablation.py --report-only       # rebuild docs/ablation from the runs
     .venv/bin/python benchmarks/ablation.py --only length riders  # some groups only
 
-About two hours on 2 CPU cores (two runs at a time, one thread each: 1.4x the throughput of one
-run on two threads for these small models). The report (tables, paired differences, plots) goes to
+Every cell would take about four hours on 2 CPU cores (two runs at a time, one thread each: 1.4x the
+throughput of one run on two threads for these small models; a 450-step U-Net run takes 4-5 minutes).
+The cells are listed, and trained, in the order of what they decide, seed by seed within a base, so a
+study cut short still holds whole paired comparisons; the report lists the cells left out. The report (tables, paired differences, plots) goes to
 ``docs/ablation/``, with one small record per finished run in ``docs/ablation/runs/`` (versioned: the
 report is rebuilt from these alone); the run folders go to ``--out`` (default ``study-ablation/``, not
 versioned, checkpoints dropped once a run is done).
