@@ -9,13 +9,15 @@ kept, an interrupted one resumed, so the study continues where it stopped when s
     .venv/bin/python benchmarks/ablation.py --report-only       # rebuild docs/ablation from the runs
     .venv/bin/python benchmarks/ablation.py --only length riders  # some groups only
 
-Every cell would take about four hours on 2 CPU cores (two runs at a time, one thread each: 1.4x the
+All cells take about four hours on 2 CPU cores (two runs at a time, one thread each: 1.4x the
 throughput of one run on two threads for these small models; a 450-step U-Net run takes 4-5 minutes).
 The cells are listed, and trained, in the order of what they decide, seed by seed within a base, so a
-study cut short still holds whole paired comparisons; the report lists the cells left out. The report (tables, paired differences, plots) goes to
-``docs/ablation/``, with one small record per finished run in ``docs/ablation/runs/`` (versioned: the
-report is rebuilt from these alone); the run folders go to ``--out`` (default ``study-ablation/``, not
-versioned, checkpoints dropped once a run is done).
+study cut short still holds whole paired comparisons; the report lists the cells left out.
+
+The report (tables, paired differences, plots) goes to ``docs/ablation/``, with one small record per
+finished run in ``docs/ablation/runs/`` (versioned: the report is rebuilt from these alone); the run
+folders go to ``--out`` (default ``study-ablation/``, not versioned, checkpoints dropped once a run
+is done).
 """
 
 from __future__ import annotations
@@ -387,7 +389,7 @@ def _fmt(stat: dict[str, Any], digits: int = 1, signed: bool = False) -> str:
     return f"{stat['mean']:{sign}.{digits}f}{spread}"
 
 
-def markdown(table: dict[str, Any]) -> str:
+def markdown(table: dict[str, Any], not_run: list[str] | None = None) -> str:
     """Three tables: scores per cell; paired differences to CE; paired differences to released ASM+CE."""
     lines = [
         "# ASM ablation: results",
@@ -420,6 +422,8 @@ def markdown(table: dict[str, Any]) -> str:
     ]
     if incomplete:
         lines += ["", "Not finished (or failed), left out of the means: " + "; ".join(incomplete) + "."]
+    if not_run:
+        lines += ["", "Defined in the script but not run yet: " + "; ".join(not_run) + "."]
     for label, title in [("ce", "CE of the same base"), ("asm+ce", "the released ASM+CE of the same base")]:
         lines += [
             "",
@@ -512,9 +516,10 @@ def report(docs: Path, cells: list[Cell], steps: int | None = None) -> None:
         for key, entry in table.items()
     }
     (docs / "results.json").write_text(json.dumps(slim, indent=1, allow_nan=False))
-    (docs / "results.md").write_text(markdown(table))
+    not_run = [cell.key() for cell in cells if cell.key() not in table]
+    (docs / "results.md").write_text(markdown(table, not_run))
     written = plots(table, docs)
-    print(markdown(table))
+    print(markdown(table, not_run))
     print(f"[ablation] wrote {docs / 'results.md'}, {docs / 'results.json'}, {', '.join(map(str, written))}")
 
 
