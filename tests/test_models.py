@@ -161,7 +161,9 @@ def test_offline_imagenet_weights_recognise_a_cat() -> None:
 
 
 def test_offline_imagenet_weights_refuse_what_they_cannot_serve(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match=r"available for encoders tu-efficientnet_lite0, got 'resnet18'"):
+    with pytest.raises(
+        ValueError, match=r"available for encoders tu-efficientnet_lite0, tu-tf_efficientnet_lite0, got 'resnet18'"
+    ):
         build("unet", 2, encoder="resnet18", weights="imagenet-offline")
     with pytest.raises(ValueError, match="3-channel images, got in_channels=4"):
         build("unet", 2, encoder="tu-efficientnet_lite0", in_channels=4, weights="imagenet-offline")
