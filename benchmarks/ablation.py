@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from asml.losses import RELEASED_ASM as LIBRARY_RELEASED_ASM
+
 ROOT = Path(__file__).resolve().parents[1]
 THREE = (0, 1, 2)
 SHORT, LONG = 450, 1350  # the demo's length, and three times it
@@ -80,7 +82,8 @@ class Cell:
 
 # The released settings this study varies, written out in every ASM cell so that a change of the
 # library's defaults (``asml.losses.ASM_DEFAULTS``, chosen from this study) changes no cell.
-RELEASED_ASM: dict[str, Any] = {"matched_layers": ["conv1", "conv2"], "adversarial_weight": 0.012}
+# Lists, not tuples: the cells' options go into YAML configs.
+RELEASED_ASM: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in LIBRARY_RELEASED_ASM.items()}
 
 
 def _asm(**changes: Any) -> dict[str, Any]:
@@ -182,11 +185,20 @@ def _resolved(config: dict[str, Any]) -> dict[str, Any]:
     return RunConfig.model_validate(config).model_dump(mode="json")
 
 
+def _without_run_dir(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in config.items() if key != "run_dir"}
+
+
+def _same_config(saved: dict[str, Any], cell: Cell, seed: int, steps: int | None) -> bool:
+    """Whether ``saved`` (a run's resolved config) is this cell's (not a smoke test, not an older
+    definition of the cell); where the run lives does not count."""
+    expected = _resolved(run_config(cell, seed, Path(), steps))
+    return _without_run_dir(saved) == _without_run_dir(expected)
+
+
 def config_matches(run_dir: Path, cell: Cell, seed: int, steps: int | None = None) -> bool:
-    """Whether the run in ``run_dir`` was made with this cell's config (not a smoke test, not an
-    older definition of the cell)."""
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    return bool(saved == _resolved(run_config(cell, seed, run_dir, steps)))
+    """Whether the run in ``run_dir`` was made with this cell's config."""
+    return _same_config(yaml.safe_load((run_dir / "config.yaml").read_text()), cell, seed, steps)
 
 
 def run_directory(out: Path, cell: Cell, seed: int) -> Path:
@@ -198,10 +210,6 @@ def record_path(docs: Path, cell: Cell, seed: int) -> Path:
     """The versioned summary of one finished run (config, final scores, timing, training log)."""
     run_dir = run_directory(Path(), cell, seed)
     return docs / "runs" / run_dir.parent.name / f"{run_dir.name}.json"
-
-
-def _without_run_dir(config: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in config.items() if key != "run_dir"}
 
 
 def save_record(run_dir: Path, record: Path) -> None:
@@ -241,8 +249,7 @@ def _train_one(out: Path, docs: Path, cell: Cell, seed: int, threads: int, steps
 
 def _record_matches(record: Path, cell: Cell, seed: int, steps: int | None) -> bool:
     """Whether ``record`` was made with this cell's config (not a smoke test, not an older definition)."""
-    saved = json.loads(record.read_text())["config"]
-    return bool(saved == _without_run_dir(_resolved(run_config(cell, seed, Path(), steps))))
+    return _same_config(json.loads(record.read_text())["config"], cell, seed, steps)
 
 
 def _stale(out: Path, docs: Path, cell: Cell, seed: int, steps: int | None) -> Path | None:
@@ -341,9 +348,9 @@ def collect(docs: Path, cells: list[Cell], steps: int | None = None) -> dict[str
     """Per cell: seeds done, mean/std of the headline scores, hinge logs and s/step, and the paired
     differences against the base's CE cell (and against the released ASM+CE for ASM variants)."""
     table: dict[str, Any] = {}
+    scores_of = {cell.key(): {seed: run_scores(docs, cell, seed, steps) for seed in cell.seeds} for cell in cells}
     for cell in cells:
-        runs = {seed: run_scores(docs, cell, seed, steps) for seed in cell.seeds}
-        done = {seed: scores for seed, scores in runs.items() if scores is not None}
+        done = {seed: scores for seed, scores in scores_of[cell.key()].items() if scores is not None}
         if not done:
             continue
         entry: dict[str, Any] = {
@@ -365,7 +372,7 @@ def collect(docs: Path, cells: list[Cell], steps: int | None = None) -> dict[str
         for label, other in comparisons.items():
             if other is None:
                 continue
-            other_runs = {seed: run_scores(docs, other, seed, steps) for seed in other.seeds}
+            other_runs = scores_of[other.key()]
             seeds = [seed for seed in sorted(done) if other_runs.get(seed) is not None]
             if not seeds:
                 continue
