@@ -42,6 +42,7 @@ from asml.losses import RELEASED_ASM as LIBRARY_RELEASED_ASM
 
 ROOT = Path(__file__).resolve().parents[1]
 THREE = (0, 1, 2)
+FIVE = (0, 1, 2, 3, 4)  # where the difference that decides a default is small
 SHORT, LONG = 450, 1350  # the demo's length, and three times it
 
 BASES: dict[str, dict[str, Any]] = {
@@ -73,7 +74,6 @@ class Cell:
     loss: str
     asm: dict[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] = THREE
-    reference: str | None = None  # the cell it is compared with in pairs (None: the base's ce cell)
     optim: dict[str, Any] = field(default_factory=dict)  # changes to the optimiser (a control, not ASM)
 
     def key(self) -> str:
@@ -95,18 +95,19 @@ def _pair(group: str, base: str, seeds: tuple[int, ...] = THREE) -> list[Cell]:
 
 
 RELEASED = "asm+ce"
+DEFAULT = "asm+ce conv1-9"  # the library's asm+ce default, chosen from this study
 U, L, R = "horses/unet-r18", "horses/unet-r18/long", "riders/unet-r18"
 CONV1_9 = [f"conv{i}" for i in range(1, 10)]
 CELLS: list[Cell] = [  # in the order they are trained (see training_order): what decides the defaults first
     # The loss itself.
-    Cell("ce", "loss", U, "ce"),
-    Cell(RELEASED, "loss", U, "asm+ce", _asm()),
+    Cell("ce", "loss", U, "ce", seeds=FIVE),
+    Cell(RELEASED, "loss", U, "asm+ce", _asm(), seeds=FIVE),
     # The candidates for the library's default: more matched layers, a stronger adversary, both.
-    Cell("asm+ce conv1-9", "layers", U, "asm+ce", _asm(matched_layers=CONV1_9)),
+    Cell(DEFAULT, "layers", U, "asm+ce", _asm(matched_layers=CONV1_9), seeds=FIVE),
     Cell("asm+ce conv1-9 w_adv=1", "layers", U, "asm+ce", _asm(matched_layers=CONV1_9, adversarial_weight=1.0)),
     Cell("asm+ce w_adv=1", "adversarial weight", U, "asm+ce", _asm(adversarial_weight=1.0)),
     # Adversarial weight 0: the analyzer is a fixed-purpose label autoencoder (a learned "perceptual" loss).
-    Cell("asm+ce w_adv=0", "adversarial weight", U, "asm+ce", _asm(adversarial_weight=0.0)),
+    Cell("asm+ce w_adv=0", "adversarial weight", U, "asm+ce", _asm(adversarial_weight=0.0), seeds=FIVE),
     # Control: does the analyzer need training at all? A random analyzer, never updated (no hinge,
     # no reconstruction), as a fixed feature extractor for the matching loss.
     Cell(
@@ -120,11 +121,11 @@ CELLS: list[Cell] = [  # in the order they are trained (see training_order): wha
     Cell("ce lr=0.02", "loss", U, "ce", optim={"lr": 0.02}),
     # The multi-class set, with the default candidate carried over.
     *_pair("riders", R),
-    Cell("asm+ce conv1-9", "layers", R, "asm+ce", _asm(matched_layers=CONV1_9)),
+    Cell(DEFAULT, "layers", R, "asm+ce", _asm(matched_layers=CONV1_9)),
     Cell("asm", "loss", U, "asm", _asm()),
     # Training length, with the default candidate carried over.
     *_pair("length", L),
-    Cell("asm+ce conv1-9", "layers", L, "asm+ce", _asm(matched_layers=CONV1_9)),
+    Cell(DEFAULT, "layers", L, "asm+ce", _asm(matched_layers=CONV1_9)),
     Cell("asm conv1-9", "loss", U, "asm", _asm(matched_layers=CONV1_9)),
     # Matching weight relative to CE (CE weight 1): does conv1-9 help only because a sum over more
     # layers weighs the matching loss more?
@@ -133,9 +134,22 @@ CELLS: list[Cell] = [  # in the order they are trained (see training_order): wha
     # Where the hinge is averaged, and the adversarial weight between.
     Cell("asm+ce hinge@errors", "hinge pixels", U, "asm+ce", _asm(hinge_pixels="errors")),
     Cell("asm+ce w_adv=0.1", "adversarial weight", U, "asm+ce", _asm(adversarial_weight=0.1)),
-    # Segmenters: PSPNet from scratch, and U-Net from an ImageNet encoder as the paper's models were.
+    # Does the adversary earn its cost on the default layers? (w_adv=0 with conv1-9.)
+    Cell(
+        "asm+ce conv1-9 w_adv=0",
+        "adversarial weight",
+        U,
+        "asm+ce",
+        _asm(matched_layers=CONV1_9, adversarial_weight=0.0),
+        seeds=FIVE,
+    ),
+    # Segmenters: PSPNet from scratch, and U-Net from an ImageNet encoder as the paper's models were
+    # (and from scratch, to separate the encoder from its pretraining), each with the default candidate.
     *_pair("segmenter", "horses/pspnet-r18"),
+    Cell(DEFAULT, "segmenter", "horses/pspnet-r18", "asm+ce", _asm(matched_layers=CONV1_9)),
     *_pair("segmenter", "horses/unet-lite0-imagenet"),
+    Cell(DEFAULT, "segmenter", "horses/unet-lite0-imagenet", "asm+ce", _asm(matched_layers=CONV1_9)),
+    *_pair("segmenter", "horses/unet-lite0"),
     Cell("asm+ce match x0.3", "matching weight", U, "asm+ce", _asm(matching_weight=0.3)),
     Cell(
         "asm+ce hinge@errors w_adv=0.1",
@@ -144,7 +158,6 @@ CELLS: list[Cell] = [  # in the order they are trained (see training_order): wha
         "asm+ce",
         _asm(hinge_pixels="errors", adversarial_weight=0.1),
     ),
-    *_pair("segmenter", "horses/unet-lite0"),
 ]
 GROUPS = sorted({cell.group for cell in CELLS})
 HEADLINE = ("mIoU", "BF", "mean_boundary_IoU", "trimap_1px", "context_share")
@@ -267,10 +280,12 @@ def training_order(cells: list[Cell]) -> list[tuple[Cell, int]]:
     cells on the same base: a study cut short leaves whole seeds of paired comparisons, not whole
     cells without their pairs."""
     order: list[tuple[Cell, int]] = []
-    for _, block in itertools.groupby(cells, key=lambda cell: cell.base):
-        block_cells = list(block)
-        for seed in sorted({seed for cell in block_cells for seed in cell.seeds}):
-            order += [(cell, seed) for cell in block_cells if seed in cell.seeds]
+    for first_pass in (True, False):  # seeds beyond the first three come after every cell has three
+        for _, block in itertools.groupby(cells, key=lambda cell: cell.base):
+            block_cells = list(block)
+            for seed in sorted({seed for cell in block_cells for seed in cell.seeds}):
+                if (seed in THREE) == first_pass:
+                    order += [(cell, seed) for cell in block_cells if seed in cell.seeds]
     return order
 
 
@@ -338,15 +353,22 @@ def _find(cells: list[Cell], base: str, name: str) -> Cell | None:
     return next((c for c in cells if c.base == base and c.name == name), None)
 
 
-def _reference(cell: Cell, cells: list[Cell]) -> Cell | None:
-    """The cell that ``cell`` is compared with in pairs (None for the reference itself)."""
-    name = cell.reference or "ce"
-    return None if cell.name == name else _find(cells, cell.base, name)
+def comparisons(cell: Cell, cells: list[Cell]) -> dict[str, Cell]:
+    """The cells of the same base that ``cell`` is compared with in pairs: CE for every other cell,
+    the released ASM+CE for every other ASM cell, the default ASM+CE (conv1-9) for the ASM cells
+    that are neither (where the base has these cells)."""
+    names = {"ce": "ce"}
+    if cell.loss.startswith("asm") and cell.name != RELEASED:
+        names["asm+ce"] = RELEASED
+        if cell.name != DEFAULT:
+            names["default"] = DEFAULT
+    found = {label: _find(cells, cell.base, name) for label, name in names.items() if name != cell.name}
+    return {label: other for label, other in found.items() if other is not None}
 
 
 def collect(docs: Path, cells: list[Cell], steps: int | None = None) -> dict[str, Any]:
     """Per cell: seeds done, mean/std of the headline scores, hinge logs and s/step, and the paired
-    differences against the base's CE cell (and against the released ASM+CE for ASM variants)."""
+    differences against the cells of the same base it is compared with (``comparisons``)."""
     table: dict[str, Any] = {}
     scores_of = {cell.key(): {seed: run_scores(docs, cell, seed, steps) for seed in cell.seeds} for cell in cells}
     for cell in cells:
@@ -365,13 +387,8 @@ def collect(docs: Path, cells: list[Cell], steps: int | None = None) -> dict[str
         }
         for key in (*HEADLINE, *HINGE, "seconds_per_step"):
             entry[key] = _mean_std([scores[key] for scores in done.values()])
-        comparisons = {"ce": _reference(cell, cells)}
-        if cell.loss.startswith("asm") and cell.name != RELEASED:
-            comparisons["asm+ce"] = _find(cells, cell.base, RELEASED)
         entry["paired"] = {}
-        for label, other in comparisons.items():
-            if other is None:
-                continue
+        for label, other in comparisons(cell, cells).items():
             other_runs = scores_of[other.key()]
             seeds = [seed for seed in sorted(done) if other_runs.get(seed) is not None]
             if not seeds:
@@ -397,7 +414,8 @@ def _fmt(stat: dict[str, Any], digits: int = 1, signed: bool = False) -> str:
 
 
 def markdown(table: dict[str, Any], not_run: list[str] | None = None) -> str:
-    """Three tables: scores per cell; paired differences to CE; paired differences to released ASM+CE."""
+    """Four tables: scores per cell; paired differences to CE, to the released ASM+CE and to the
+    default ASM+CE."""
     lines = [
         "# ASM ablation: results",
         "",
@@ -431,7 +449,11 @@ def markdown(table: dict[str, Any], not_run: list[str] | None = None) -> str:
         lines += ["", "Not finished (or failed), left out of the means: " + "; ".join(incomplete) + "."]
     if not_run:
         lines += ["", "Defined in the script but not run yet: " + "; ".join(not_run) + "."]
-    for label, title in [("ce", "CE of the same base"), ("asm+ce", "the released ASM+CE of the same base")]:
+    for label, title in [
+        ("ce", "CE of the same base"),
+        ("asm+ce", "the released ASM+CE of the same base"),
+        ("default", f"the default ASM+CE ({DEFAULT}) of the same base"),
+    ]:
         lines += [
             "",
             f"## Paired differences to {title}",
@@ -546,11 +568,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps and --seeds are for smoke tests: give --out and --docs away from the study's")
     cells = [cell for cell in CELLS if args.only is None or cell.group in args.only]
     if args.only is not None:  # a group's pairs need their references
-        cells += [
-            c
-            for c in CELLS
-            if c not in cells and any(c in (_reference(x, CELLS), _find(CELLS, x.base, RELEASED)) for x in cells)
-        ]
+        references = [other for cell in cells for other in comparisons(cell, CELLS).values()]
+        cells += [cell for cell in CELLS if cell in references and cell not in cells]
     if args.seeds is not None:
         cells = [replace(cell, seeds=tuple(args.seeds)) for cell in cells]
     if not args.report_only:

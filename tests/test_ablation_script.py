@@ -95,3 +95,41 @@ def test_training_order_goes_seed_by_seed_within_consecutive_cells_of_one_base(
     ]
     order = [(cell.name, seed) for cell, seed in ablation.training_order(cells)]
     assert order == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("b", 2), ("c", 0), ("c", 1), ("d", 0)]
+
+
+def test_seeds_beyond_three_are_trained_after_every_cell_has_three(monkeypatch: pytest.MonkeyPatch) -> None:
+    ablation = load_script(monkeypatch)
+    cells = [
+        ablation.Cell("a", "g", "horses/unet-r18", "ce", seeds=(0, 1, 2, 3, 4)),
+        ablation.Cell("b", "g", "riders/unet-r18", "ce", seeds=(0, 1)),
+        ablation.Cell("c", "g", "riders/unet-r18", "ce", seeds=(0, 3)),
+    ]
+    order = [(cell.name, seed) for cell, seed in ablation.training_order(cells)]
+    assert order == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("c", 0), ("b", 1), ("a", 3), ("a", 4), ("c", 3)]
+
+
+def test_cells_are_compared_with_ce_the_released_and_the_default_asm_of_their_base(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ablation = load_script(monkeypatch)
+    base, other_base = "horses/unet-r18", "riders/unet-r18"
+    cell = {
+        name: ablation.Cell(name, "g", base, "ce" if name.startswith("ce") else "asm+ce")
+        for name in ("ce", "ce lr=0.02", ablation.RELEASED, ablation.DEFAULT, "variant")
+    }
+    lone = ablation.Cell("variant", "g", other_base, "asm+ce")  # its base has no CE, released or default
+    cells = [*cell.values(), lone]
+
+    def names(of: object) -> dict[str, str]:
+        return {label: (other.base, other.name) for label, other in ablation.comparisons(of, cells).items()}
+
+    assert names(cell["ce"]) == {}
+    assert names(cell["ce lr=0.02"]) == {"ce": (base, "ce")}
+    assert names(cell[ablation.RELEASED]) == {"ce": (base, "ce")}
+    assert names(cell[ablation.DEFAULT]) == {"ce": (base, "ce"), "asm+ce": (base, ablation.RELEASED)}
+    assert names(cell["variant"]) == {
+        "ce": (base, "ce"),
+        "asm+ce": (base, ablation.RELEASED),
+        "default": (base, ablation.DEFAULT),
+    }
+    assert names(lone) == {}
