@@ -18,14 +18,15 @@ __all__ = ["ASM_DEFAULTS", "LOSS_NAMES", "RELEASED_ASM", "ConditionalGANLoss", "
 
 LOSS_NAMES = ("ce", "asm", "asm+ce", "gan", "lovasz", "lovasz+ce", "dice", "dice+ce")
 
-# What ``build_loss("asm+ce")`` (and so ``asml train``, ``compare`` and ``demo``) gives ASM unless the
-# caller sets it, chosen by the ablation study (docs/ablation/README.md; 3 paired seeds, U-Net from
-# scratch, 64 px): matching all nine analyzer layers instead of the released conv1-2 added +5.6 mIoU
-# and +4.7 BF over the released setting at 450 steps and +5.9 mIoU and +15.5 BF at 1350 (every seed),
-# +1.3 mIoU on riders (2 of 3 seeds), for 18% more time per step. A stronger adversary (w_adv = 1) did
-# worse with it, so the adversarial weight stays released. The class ``AdversarialStructureMatching``
-# keeps the released values as its own defaults: ``RELEASED_ASM`` (or the class alone) reproduces the
-# released method.
+# What ``build_loss("asm+ce")`` and ``build_loss("asm")`` (and so ``asml train``, ``compare`` and
+# ``demo``) give ASM unless the caller sets it, chosen by the ablation study (docs/ablation/README.md;
+# paired seeds, U-Net from scratch, 64 px): matching all nine analyzer layers instead of the released
+# conv1-2 added, with CE, +5.6 mIoU and +4.7 BF over the released setting at 450 steps and +5.9 mIoU
+# and +15.5 BF at 1350 (every seed), +1.3 mIoU on riders (2 of 3 seeds); without CE, +5.8 mIoU and
+# +2.2 BF (3 of 3 seeds); for 18% more time per step. A stronger adversary (w_adv = 1) did worse with
+# it, so the adversarial weight stays released. The class ``AdversarialStructureMatching`` keeps the
+# released values as its own defaults: ``RELEASED_ASM`` (or the class alone) reproduces the released
+# method.
 ASM_DEFAULTS: dict[str, Any] = {"matched_layers": tuple(f"conv{i}" for i in range(1, 10))}
 RELEASED_ASM: dict[str, Any] = {"matched_layers": ("conv1", "conv2"), "adversarial_weight": 0.012}
 
@@ -208,7 +209,7 @@ def build_loss(
         total_steps: training length, for ASM's schedules.
         image_channels: channels of the images (the GAN discriminator reads them).
         asm_options: keyword arguments of ``AdversarialStructureMatching``; those not given take
-            ``ASM_DEFAULTS`` for ``asm+ce``, then the class's (released) defaults.
+            ``ASM_DEFAULTS``, then the class's (released) defaults.
         ce_weight: weight of the CE term in the ``+ce`` variants.
         gan_weight, gan_lr: the GAN baseline's weight and discriminator learning rate (Adam).
     """
@@ -217,9 +218,7 @@ def build_loss(
     if name == "ce":
         return CrossEntropyLoss(ignore_index)
     if name in ("asm", "asm+ce"):
-        # ``asm`` alone stays the released method: the study measured the new layers with CE only.
-        defaults = ASM_DEFAULTS if name == "asm+ce" else {}
-        options = {**defaults, **(asm_options or {})}
+        options = {**ASM_DEFAULTS, **(asm_options or {})}
         options.setdefault("ce_weight", ce_weight if name == "asm+ce" else 0.0)
         return ASMLoss(
             AdversarialStructureMatching(num_classes, ignore_index=ignore_index, total_steps=total_steps, **options)
