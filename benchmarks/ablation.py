@@ -50,6 +50,7 @@ BASES: dict[str, dict[str, Any]] = {
     "horses/unet-r18": {"dataset": "horses", "model": {"name": "unet", "encoder": "resnet18"}, "steps": SHORT},
     "horses/unet-r18/long": {"dataset": "horses", "model": {"name": "unet", "encoder": "resnet18"}, "steps": LONG},
     "horses/pspnet-r18": {"dataset": "horses", "model": {"name": "pspnet", "encoder": "resnet18"}, "steps": SHORT},
+    "horses/fcn-r18": {"dataset": "horses", "model": {"name": "fcn", "encoder": "resnet18"}, "steps": SHORT},
     "horses/unet-lite0": {
         "dataset": "horses",
         "model": {"name": "unet", "encoder": "tu-efficientnet_lite0"},
@@ -120,8 +121,8 @@ CELLS: list[Cell] = [  # in the order they are trained (see training_order): wha
     # Control: is ASM+CE's gain just a larger step? CE with twice the learning rate.
     Cell("ce lr=0.02", "loss", U, "ce", optim={"lr": 0.02}),
     # The multi-class set, with the default candidate carried over.
-    *_pair("riders", R),
-    Cell(DEFAULT, "layers", R, "asm+ce", _asm(matched_layers=CONV1_9)),
+    *_pair("riders", R, seeds=FIVE),
+    Cell(DEFAULT, "layers", R, "asm+ce", _asm(matched_layers=CONV1_9), seeds=FIVE),
     Cell("asm", "loss", U, "asm", _asm()),
     # Training length, with the default candidate carried over.
     *_pair("length", L),
@@ -158,6 +159,8 @@ CELLS: list[Cell] = [  # in the order they are trained (see training_order): wha
         "asm+ce",
         _asm(hinge_pixels="errors", adversarial_weight=0.1),
     ),
+    *_pair("segmenter", "horses/fcn-r18"),
+    Cell(DEFAULT, "segmenter", "horses/fcn-r18", "asm+ce", _asm(matched_layers=CONV1_9)),
 ]
 GROUPS = sorted({cell.group for cell in CELLS})
 HEADLINE = ("mIoU", "BF", "mean_boundary_IoU", "trimap_1px", "context_share")
