@@ -150,6 +150,10 @@ CELLS: list[Cell] = [  # in the order they are trained (see training_order): wha
     Cell(DEFAULT, "segmenter", "horses/pspnet-r18", "asm+ce", _asm(matched_layers=CONV1_9)),
     *_pair("segmenter", "horses/unet-lite0-imagenet"),
     Cell(DEFAULT, "segmenter", "horses/unet-lite0-imagenet", "asm+ce", _asm(matched_layers=CONV1_9)),
+    # Control: CE from the ImageNet encoder stays near the class prior for most of 450 steps at lr
+    # 0.01 (its loss sits at the prior's entropy); does a larger step alone get it off?
+    Cell("ce lr=0.02", "segmenter", "horses/unet-lite0-imagenet", "ce", optim={"lr": 0.02}),
+    Cell("ce lr=0.05", "segmenter", "horses/unet-lite0-imagenet", "ce", optim={"lr": 0.05}),
     *_pair("segmenter", "horses/unet-lite0"),
     Cell("asm+ce match x0.3", "matching weight", U, "asm+ce", _asm(matching_weight=0.3)),
     Cell(
