@@ -155,6 +155,7 @@ CELLS: list[Cell] = [  # in the order they are trained (see training_order): wha
     Cell("ce lr=0.02", "segmenter", "horses/unet-lite0-imagenet", "ce", optim={"lr": 0.02}),
     Cell("ce lr=0.05", "segmenter", "horses/unet-lite0-imagenet", "ce", optim={"lr": 0.05}),
     *_pair("segmenter", "horses/unet-lite0"),
+    Cell(DEFAULT, "segmenter", "horses/unet-lite0", "asm+ce", _asm(matched_layers=CONV1_9)),
     Cell("asm+ce match x0.3", "matching weight", U, "asm+ce", _asm(matching_weight=0.3)),
     Cell(
         "asm+ce hinge@errors w_adv=0.1",
