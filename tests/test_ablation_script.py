@@ -31,12 +31,13 @@ def test_study_trains_missing_runs_once_and_reports_paired_differences(
     out, docs = tmp_path / "runs", tmp_path / "docs"
     arguments = ["--only", "hinge pixels", "--seeds", "0", "--steps", "2", "--out", str(out), "--docs", str(docs)]
     assert ablation.main(arguments) == 0
-    assert "4 runs to train" in capsys.readouterr().out  # the two cells, CE and the released ASM+CE
+    # The two cells, and the three they are compared with: CE, the released and the default ASM+CE.
+    assert "5 runs to train" in capsys.readouterr().out
     assert ablation.main(arguments) == 0
     assert "0 runs to train" in capsys.readouterr().out  # finished runs are kept
     results = json.loads((docs / "results.json").read_text())
     base = "horses/unet-r18"
-    names = {"ce", "asm+ce", "asm+ce hinge@errors", "asm+ce hinge@errors w_adv=0.1"}
+    names = {"ce", "asm+ce", "asm+ce conv1-9", "asm+ce hinge@errors", "asm+ce hinge@errors w_adv=0.1"}
     assert set(results) == {f"{base}::{name}" for name in names}
     cell = results[f"{base}::asm+ce hinge@errors"]
     final = {
@@ -45,12 +46,16 @@ def test_study_trains_missing_runs_once_and_reports_paired_differences(
             ("cell", out / "runs" / "horses_unet-r18" / "asm_ce_hinge_at_errors-seed0"),
             ("ce", out / "runs" / "horses_unet-r18" / "ce-seed0"),
             ("released", out / "runs" / "horses_unet-r18" / "asm_ce-seed0"),
+            ("default", out / "runs" / "horses_unet-r18" / "asm_ce_conv1-9-seed0"),
         ]
     }
     expected = 100 * (final["cell"]["mIoU"] - final["ce"]["mIoU"])
     assert cell["paired"]["ce"]["mIoU"]["values"] == pytest.approx([expected], abs=1e-9)
     expected = 100 * (final["cell"]["BF"] - final["released"]["BF"])
     assert cell["paired"]["asm+ce"]["BF"]["values"] == pytest.approx([expected], abs=1e-9)
+    expected = 100 * (final["cell"]["mean_boundary_IoU"] - final["default"]["mean_boundary_IoU"])
+    assert cell["paired"]["default"]["mean_boundary_IoU"]["values"] == pytest.approx([expected], abs=1e-9)
+    assert "## Paired differences to the default ASM+CE" in (docs / "results.md").read_text()
     assert cell["hinge_errors"]["mean"] is not None and cell["hinge_all"]["mean"] is not None
     table = (docs / "results.md").read_text()
     assert "| horses/unet-r18 | asm+ce hinge@errors | 1 |" in table
@@ -58,7 +63,7 @@ def test_study_trains_missing_runs_once_and_reports_paired_differences(
     assert not (out / "runs" / "horses_unet-r18" / "ce-seed0" / "checkpoints").exists()  # dropped when done
 
     # The versioned records alone rebuild the same report: the run folders are not needed.
-    assert len(list((docs / "runs").rglob("*.json"))) == 4
+    assert len(list((docs / "runs").rglob("*.json"))) == 5
     moved = tmp_path / "moved-runs"
     out.rename(moved)
     assert ablation.main([*arguments, "--report-only"]) == 0
