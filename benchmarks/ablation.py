@@ -9,10 +9,12 @@ kept, an interrupted one resumed, so the study continues where it stopped when s
     .venv/bin/python benchmarks/ablation.py --report-only       # rebuild docs/ablation from the runs
     .venv/bin/python benchmarks/ablation.py --only length riders  # some groups only
 
-All cells take about four hours on 2 CPU cores (two runs at a time, one thread each: 1.4x the
-throughput of one run on two threads for these small models; a 450-step U-Net run takes 4-5 minutes).
-The cells are listed, and trained, in the order of what they decide, seed by seed within a base, so a
-study cut short still holds whole paired comparisons; the report lists the cells left out.
+All 127 runs take about four hours on 2 CPU cores (two runs at a time, one thread each: 1.4x the
+throughput of one run on two threads for these small models; a 450-step U-Net-ResNet-18 run takes 3-5
+minutes, a PSPNet, FCN or Lite0 run 1-2). The cells are listed, and trained, in the order of what they
+decide, seed by seed within a base, so a study cut short still holds whole paired comparisons; seeds 3
+and 4 (of the cells that have five) come after every cell has its first three. The report lists the
+cells left out.
 
 The report (tables, paired differences, plots) goes to ``docs/ablation/``, with one small record per
 finished run in ``docs/ablation/runs/`` (versioned: the report is rebuilt from these alone); the run
@@ -286,7 +288,8 @@ def _stale(out: Path, docs: Path, cell: Cell, seed: int, steps: int | None) -> P
 def training_order(cells: list[Cell]) -> list[tuple[Cell, int]]:
     """Every (cell, seed), cells taken in list order, but seed by seed within each run of consecutive
     cells on the same base: a study cut short leaves whole seeds of paired comparisons, not whole
-    cells without their pairs."""
+    cells without their pairs. Seeds beyond the first three (``THREE``) come in a second pass, after
+    every cell has its first three."""
     order: list[tuple[Cell, int]] = []
     for first_pass in (True, False):  # seeds beyond the first three come after every cell has three
         for _, block in itertools.groupby(cells, key=lambda cell: cell.base):
