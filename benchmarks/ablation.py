@@ -522,24 +522,31 @@ def plots(table: dict[str, Any], docs: Path) -> list[Path]:
         written.append(path)
 
     # Cells matching conv1-2 only: the hinge is a sum over layers, so more layers would not compare.
-    curves = [
-        e
-        for e in table.values()
-        if e["loss"].startswith("asm")
-        and e["base"] == U
-        and e["asm"].get("matched_layers") == RELEASED_ASM["matched_layers"]
+    # One row per matched-layer set (sums over different layer counts do not share a scale).
+    layer_sets = [("conv1-2", RELEASED_ASM["matched_layers"]), ("conv1-9", CONV1_9)]
+    groups = [
+        (label, curves)
+        for label, layers in layer_sets
+        if (
+            curves := [
+                e
+                for e in table.values()
+                if e["loss"].startswith("asm") and e["base"] == U and e["asm"].get("matched_layers") == layers
+            ]
+        )
     ]
-    if curves:
-        figure, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
-        for axis, key in zip(axes, ("hinge_all", "hinge_errors"), strict=True):
-            for entry in curves:
-                rows = entry["runs"][entry["seeds"][0]]["curve"]
-                steps = [r["step"] for r in rows if key in r]
-                axis.plot(steps, [r[key] for r in rows if key in r], label=entry["cell"])
-            axis.set_title(f"{key}: hinge summed over matched layers (seed {curves[0]['seeds'][0]})")
-            axis.set_xlabel("step")
-            axis.grid(alpha=0.3)
-        axes[1].legend(fontsize=7)
+    if groups:
+        figure, grid = plt.subplots(len(groups), 2, figsize=(13, 4.5 * len(groups)), sharey="row", squeeze=False)
+        for axes, (label, curves) in zip(grid, groups, strict=True):
+            for axis, key in zip(axes, ("hinge_all", "hinge_errors"), strict=True):
+                for entry in curves:
+                    rows = entry["runs"][entry["seeds"][0]]["curve"]
+                    steps = [r["step"] for r in rows if key in r]
+                    axis.plot(steps, [r[key] for r in rows if key in r], label=entry["cell"])
+                axis.set_title(f"{key}: hinge summed over {label} (seed {curves[0]['seeds'][0]})")
+                axis.set_xlabel("step")
+                axis.grid(alpha=0.3)
+            axes[1].legend(fontsize=7)
         figure.tight_layout()
         path = docs / "hinge_curves.png"
         figure.savefig(path, dpi=110)
