@@ -100,7 +100,7 @@ def _pair(group: str, base: str, seeds: tuple[int, ...] = THREE) -> list[Cell]:
 RELEASED = "asm+ce"
 DEFAULT = "asm+ce conv1-9"  # the library's asm+ce default, chosen from this study
 U, L, R = "horses/unet-r18", "horses/unet-r18/long", "riders/unet-r18"
-CONV1_9 = [f"conv{i}" for i in range(1, 10)]
+CONV1_9 = [f"conv{i}" for i in range(1, 10)]  # written out, not ASM_DEFAULTS: cells must not move with it
 CELLS: list[Cell] = [  # in the order they are trained (see training_order): what decides the defaults first
     # The loss itself.
     Cell("ce", "loss", U, "ce", seeds=FIVE),
@@ -521,7 +521,6 @@ def plots(table: dict[str, Any], docs: Path) -> list[Path]:
         plt.close(figure)
         written.append(path)
 
-    # Cells matching conv1-2 only: the hinge is a sum over layers, so more layers would not compare.
     # One row per matched-layer set (sums over different layer counts do not share a scale).
     layer_sets = [("conv1-2", RELEASED_ASM["matched_layers"]), ("conv1-9", CONV1_9)]
     groups = [

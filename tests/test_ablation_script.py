@@ -125,7 +125,7 @@ def test_cells_are_compared_with_ce_the_released_and_the_default_asm_of_their_ba
     lone = ablation.Cell("variant", "g", other_base, "asm+ce")  # its base has no CE, released or default
     cells = [*cell.values(), lone]
 
-    def names(of: object) -> dict[str, str]:
+    def names(of: object) -> dict[str, tuple[str, str]]:
         return {label: (other.base, other.name) for label, other in ablation.comparisons(of, cells).items()}
 
     assert names(cell["ce"]) == {}
