@@ -45,9 +45,10 @@ from asml.core.losses import (
     structure_distance,
 )
 
-__all__ = ["HINGE_PIXELS", "AdversarialStructureMatching", "PolyDecay"]
+__all__ = ["ANALYZER_PRECISIONS", "HINGE_PIXELS", "AdversarialStructureMatching", "PolyDecay"]
 
 HINGE_PIXELS = ("all", "errors")
+ANALYZER_PRECISIONS = ("float32", "bfloat16")
 
 
 class PolyDecay:
@@ -94,6 +95,16 @@ class AdversarialStructureMatching(nn.Module):
         analyzer_weight_decay: L2 on the analyzer's convolution kernels, not biases (released 5e-4).
         analyzer_widths: encoder widths of the default analyzer (released 16, 64, 128, 128, 128).
         analyzer: a ready ``StructureAnalyzer`` to use instead (its ``in_channels`` must be ``(num_classes,)``).
+        analyzer_every: update the analyzer on every k-th training call only (released 1: every
+            call). The segmenter's loss is computed on every call; the analyzer's LR schedule and
+            ``w_adv(t)`` still follow the call count, so ``total_steps`` keeps its meaning. The
+            update is most of what ASM adds to a step, so k = 4 makes ASM about three times cheaper
+            (``benchmarks/step_time.py``); what it costs in quality is measured in docs/speed.
+        analyzer_precision: ``"float32"`` (default): the analyzer's update runs in float32 whatever
+            the caller's autocast, its pass for the segmenter's loss in the caller's precision.
+            ``"bfloat16"``: both run their convolutions under bf16 autocast (the normalisations,
+            distances, hinge and reconstruction loss stay float32); needs a CPU or an Ampere or
+            newer GPU with bf16 support.
 
     Example (one training step; see the README for the whole loop):
         >>> asm = AdversarialStructureMatching(num_classes=3, total_steps=1000)
@@ -125,6 +136,8 @@ class AdversarialStructureMatching(nn.Module):
         lr_power: float = 0.9,
         analyzer_widths: Sequence[int] = RELEASED_WIDTHS,
         analyzer: StructureAnalyzer | None = None,
+        analyzer_every: int = 1,
+        analyzer_precision: Literal["float32", "bfloat16"] = "float32",
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -152,6 +165,10 @@ class AdversarialStructureMatching(nn.Module):
 
         if hinge_pixels not in HINGE_PIXELS:
             raise ValueError(f"hinge_pixels must be one of {HINGE_PIXELS}, got {hinge_pixels!r}")
+        if isinstance(analyzer_every, bool) or not isinstance(analyzer_every, int) or analyzer_every < 1:
+            raise ValueError(f"analyzer_every must be a whole number of steps >= 1, got {analyzer_every!r}")
+        if analyzer_precision not in ANALYZER_PRECISIONS:
+            raise ValueError(f"analyzer_precision must be one of {ANALYZER_PRECISIONS}, got {analyzer_precision!r}")
 
         self.analyzer = analyzer if analyzer is not None else StructureAnalyzer(num_classes, analyzer_widths)
         if self.analyzer.in_channels != (num_classes,):
@@ -171,8 +188,11 @@ class AdversarialStructureMatching(nn.Module):
         self.reconstruction_weight = reconstruction_weight
         self.matching_weight = matching_weight
         self.ce_weight = ce_weight
+        self.analyzer_every = analyzer_every
+        self.analyzer_precision = analyzer_precision
         self.step = 0
         self.latest: dict[str, Tensor] = {}
+        self._latest_update: dict[str, Tensor] = {}  # the last update's scalars, logged until the next
 
         kernels = self.analyzer.conv_kernels()
         kernel_ids = {id(k) for k in kernels}
@@ -217,10 +237,13 @@ class AdversarialStructureMatching(nn.Module):
         probabilities = class_probabilities(logits).to(ground_truth.dtype)
         scalars: dict[str, Tensor] = {}
         if self.training and torch.is_grad_enabled():
-            # The hard negative is the argmax of the probabilities (= of the logits): they are laid
-            # out class-last, where the reduction is several times faster than over NCHW logits.
-            predicted = probabilities.detach().max(dim=1).indices
-            scalars.update(self._update_analyzer(target, ground_truth, predicted, ignored))
+            if self.step % self.analyzer_every == 0:
+                # The hard negative is the argmax of the probabilities (= of the logits): they are laid
+                # out class-last, where the reduction is several times faster than over NCHW logits.
+                predicted = probabilities.detach().max(dim=1).indices
+                self._latest_update = self._update_analyzer(target, ground_truth, predicted, ignored)
+            self._advance_schedule()
+            scalars.update(self._latest_update)
         loss = self._segmenter_loss(logits, probabilities, target, ground_truth, ignored, scalars)
         scalars["loss"] = loss.detach()
         self.latest = scalars
@@ -281,8 +304,9 @@ class AdversarialStructureMatching(nn.Module):
         negative = one_hot_target(predicted, self.num_classes, ignored, ground_truth.dtype)
         # Two passes rather than one on the concatenated batch: the negatives stop at the deepest
         # matched layer, and no batch slicing means no zero-filled gradients in the backward pass.
-        # The analyzer's update runs in float32 under autocast, so it needs no gradient scaler.
-        with torch.autocast(device_type=target.device.type, enabled=False):
+        # The analyzer's update runs in float32 under autocast (or bf16 if asked), so it needs no
+        # gradient scaler.
+        with self._analyzer_autocast(target.device):
             target_out = self.analyzer(ground_truth, ignored, self.matched_layers, reconstruct=True)
             negative_out = self.analyzer(negative, ignored, self.matched_layers)
             hinges, hinge_all, hinge_errors, error_share = self._hinges(
@@ -298,9 +322,7 @@ class AdversarialStructureMatching(nn.Module):
         torch.autograd.backward(analyzer_loss)
         average_gradients(self.analyzer)
         self.optimizer.step()
-        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
 
         scalars = {f"adversarial/{name}": value.detach() for name, value in hinges.items()}
         scalars["adversarial"] = hinge.detach()
@@ -310,6 +332,17 @@ class AdversarialStructureMatching(nn.Module):
         scalars["reconstruction"] = reconstruction.detach()
         scalars["adversarial_weight"] = torch.tensor(weight)
         return scalars
+
+    def _advance_schedule(self) -> None:
+        """One training call done: the analyzer's LR and ``w_adv`` move on, updated or not."""
+        self.scheduler.step()
+        self.step += 1
+
+    def _analyzer_autocast(self, device: torch.device) -> torch.autocast:
+        """The precision of the analyzer's passes: float32 whatever the caller's autocast, or bf16."""
+        if self.analyzer_precision == "bfloat16":
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=device.type, enabled=False)
 
     def _hinges(
         self,
@@ -373,6 +406,14 @@ class AdversarialStructureMatching(nn.Module):
     ) -> tuple[AnalyzerOutput, AnalyzerOutput]:
         """Matched-layer features of the prediction (differentiable in its input only) and of the
         ground truth (no autograd), both with the analyzer's parameters detached."""
+        if self.analyzer_precision == "float32":  # the caller's autocast applies, as released
+            return self._feature_passes(probabilities, ground_truth, ignored)
+        with self._analyzer_autocast(probabilities.device):
+            return self._feature_passes(probabilities, ground_truth, ignored)
+
+    def _feature_passes(
+        self, probabilities: Tensor, ground_truth: Tensor, ignored: Tensor | None
+    ) -> tuple[AnalyzerOutput, AnalyzerOutput]:
         with torch.no_grad():
             target_out = self.analyzer(ground_truth, ignored, self.matched_layers, detach_parameters=True)
         prediction_out = self.analyzer(probabilities, ignored, self.matched_layers, detach_parameters=True)
