@@ -101,6 +101,7 @@ RELEASED = "asm+ce"
 DEFAULT = "asm+ce conv1-9"  # the library's asm+ce default, chosen from this study
 U, L, R = "horses/unet-r18", "horses/unet-r18/long", "riders/unet-r18"
 CONV1_9 = [f"conv{i}" for i in range(1, 10)]  # written out, not ASM_DEFAULTS: cells must not move with it
+HALF_WIDTHS = [16, 32, 64, 64, 64]  # the analyzer's released widths (16, 64, 128, 128, 128), deeper levels halved
 CELLS: list[Cell] = [  # in the order they are trained (see training_order): what decides the defaults first
     # The loss itself.
     Cell("ce", "loss", U, "ce", seeds=FIVE),
@@ -168,6 +169,18 @@ CELLS: list[Cell] = [  # in the order they are trained (see training_order): wha
     ),
     *_pair("segmenter", "horses/fcn-r18"),
     Cell(DEFAULT, "segmenter", "horses/fcn-r18", "asm+ce", _asm(matched_layers=CONV1_9)),
+    # Cost (docs/speed): does the default keep its quality with fewer analyzer updates, a narrower
+    # analyzer, both, or bf16 analyzer passes? Compared in pairs with the default.
+    *[
+        Cell(f"{DEFAULT} {label}", "cost", U, "asm+ce", _asm(matched_layers=CONV1_9, **options))
+        for label, options in [
+            ("every2", {"analyzer_every": 2}),
+            ("every4", {"analyzer_every": 4}),
+            ("half widths", {"analyzer_widths": HALF_WIDTHS}),
+            ("every4 half widths", {"analyzer_every": 4, "analyzer_widths": HALF_WIDTHS}),
+            ("every8 half widths", {"analyzer_every": 8, "analyzer_widths": HALF_WIDTHS}),
+        ]
+    ],
 ]
 GROUPS = sorted({cell.group for cell in CELLS})
 HEADLINE = ("mIoU", "BF", "mean_boundary_IoU", "trimap_1px", "context_share")
