@@ -1,68 +1,67 @@
-"""Time a CE training step and an ASM training step side by side; print the ratio ASM / CE.
+"""What ASM costs: a CE training step, the default ASM+CE step and the released ASM+CE step, side by side.
 
-A training step is forward, loss, backward and SGD step of the segmenter; the ASM step also holds
-the analyzer's update on the same batch. Steps alternate (CE, ASM, naive ASM, CE, ...) so that
-machine noise hits all alike; the medians are compared.
+A training step is forward, loss, backward and SGD step of the segmenter; an ASM step also holds
+the analyzer's update on the same batch (or, with ``analyzer_every = k``, on every k-th step: the
+median then is a frozen step and the mean counts the updates, so both are printed). For each
+(segmenter, size, classes) cell the losses alternate round by round (CE, default, released, ...)
+so that machine noise hits all alike; medians and means are compared with CE's. Peak memory is
+the peak resident set over three steps of each loss, above what a fresh process held before them,
+on the CPU (Linux), and
+``torch.cuda.max_memory_allocated`` on CUDA, again as a ratio to CE's.
 
-"naive" is the straightforward implementation, kept here as the reference the library is measured
-against: three separate full analyzer passes (ground truth, hard negative, prediction), all through
-the decoder, with the analyzer's gradients computed and thrown away in the segmenter's pass.
+    .venv/bin/python benchmarks/step_time.py          # U-Net and PSPNet-ResNet-18, 128 and 256 px, 2 and 21 classes
+    .venv/bin/python benchmarks/step_time.py --models pspnet --sizes 128 --classes 21 --rounds 9
+    .venv/bin/python benchmarks/step_time.py --variants             # also the cost levers (docs/speed)
 
-    .venv/bin/python benchmarks/step_time.py                 # PSPNet-resnet18 and U-Net-resnet18, 128 px, batch 8
-    .venv/bin/python benchmarks/step_time.py --rounds 20 --classes 2
-    .venv/bin/python benchmarks/step_time.py --variants --models unet --size 64 --classes 2   # the ablation's settings
-
-``--variants`` times the ablation study's ASM+CE settings instead (released, hinge over error
-positions, conv1-4 and all nine layers matched), each against CE.
+Runs unchanged on CUDA (``--device cuda``, the default when a GPU is there).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asml import AdversarialStructureMatching, adversarial_hinge_loss, matching_loss, reconstruction_loss
+from asml import AdversarialStructureMatching
 from asml.data import blob_segmentation_batch
+from asml.losses import ASM_DEFAULTS, RELEASED_ASM
 
 ARCHITECTURES = {"pspnet": smp.PSPNet, "unet": smp.Unet}
-VARIANTS: dict[str, dict[str, object]] = {
-    "asm+ce": {},
-    "asm+ce hinge@errors": {"hinge_pixels": "errors"},
-    "asm+ce conv1-4": {"matched_layers": ("conv1", "conv2", "conv3", "conv4")},
-    "asm+ce conv1-9": {"matched_layers": tuple(f"conv{i}" for i in range(1, 10))},
+HALF_WIDTHS = (16, 32, 64, 64, 64)
+# name -> ASM keyword arguments (on top of ce_weight=1); "ce" is plain cross-entropy.
+LOSSES: dict[str, dict[str, Any]] = {"default": dict(ASM_DEFAULTS), "released": dict(RELEASED_ASM)}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default every2": {**ASM_DEFAULTS, "analyzer_every": 2},
+    "default every4": {**ASM_DEFAULTS, "analyzer_every": 4},
+    "default half widths": {**ASM_DEFAULTS, "analyzer_widths": HALF_WIDTHS},
+    "default every4 half": {**ASM_DEFAULTS, "analyzer_every": 4, "analyzer_widths": HALF_WIDTHS},
+    "default bf16": {**ASM_DEFAULTS, "analyzer_precision": "bfloat16"},
 }
 
 
-class NaiveASM:
-    """The same losses computed the obvious way: full analyzer passes, nothing shared or skipped."""
+def make_loss(name: str, classes: int, device: torch.device) -> Callable[[Tensor, Tensor], Tensor]:
+    if name == "ce":
+        return lambda logits, masks: F.cross_entropy(logits, masks, ignore_index=255)
+    options = {**LOSSES, **VARIANTS}[name]
+    return AdversarialStructureMatching(classes, total_steps=1000, ce_weight=1.0, **options).to(device)
 
-    def __init__(self, asm: AdversarialStructureMatching) -> None:
-        self.asm = asm
 
-    def __call__(self, logits: Tensor, target: Tensor) -> Tensor:
-        asm, analyzer, layers = self.asm, self.asm.analyzer, self.asm.matched_layers
-        everything = analyzer.layer_names
-        ground_truth = F.one_hot(target, asm.num_classes).permute(0, 3, 1, 2).float()
-        negative = F.one_hot(logits.detach().argmax(1), asm.num_classes).permute(0, 3, 1, 2).float()
-        gt_out = analyzer(ground_truth, layers=everything, reconstruct=True)
-        neg_out = analyzer(negative, layers=everything, reconstruct=True)
-        assert gt_out.reconstruction is not None
-        analyzer_loss = asm.current_adversarial_weight() * adversarial_hinge_loss(
-            {n: neg_out.features[n] for n in layers}, {n: gt_out.features[n] for n in layers}, margin=asm.margin
-        ) + reconstruction_loss(gt_out.reconstruction, target)
-        asm.optimizer.zero_grad()
-        analyzer_loss.backward()
-        asm.optimizer.step()
-        gt_out = analyzer(ground_truth, layers=everything, reconstruct=True)
-        pred_out = analyzer(torch.softmax(logits, 1), layers=everything, reconstruct=True)
-        return matching_loss({n: pred_out.features[n] for n in layers}, {n: gt_out.features[n] for n in layers})
+def make_segmenter(architecture: str, classes: int, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = ARCHITECTURES[architecture]("resnet18", encoder_weights=None, classes=classes).to(device)
+    return model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
 
 def training_step(
@@ -72,73 +71,140 @@ def training_step(
     images: Tensor,
     masks: Tensor,
 ) -> float:
+    synchronize = torch.cuda.synchronize if images.is_cuda else (lambda: None)
+    synchronize()
     start = time.perf_counter()
     loss = loss_fn(model(images), masks)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+    synchronize()
     return time.perf_counter() - start
 
 
-def benchmark(
-    architecture: str, size: int, batch: int, classes: int, rounds: int, warmup: int, variants: bool = False
-) -> dict[str, float]:
-    torch.manual_seed(0)
-    model = ARCHITECTURES[architecture]("resnet18", encoder_weights=None, classes=classes)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    losses: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-        "ce": lambda logits, masks: F.cross_entropy(logits, masks, ignore_index=255),
-    }
-    if variants:
-        for name, options in VARIANTS.items():
-            losses[name] = AdversarialStructureMatching(classes, total_steps=1000, ce_weight=1.0, **options)  # type: ignore[arg-type]
-    else:
-        losses["asm"] = AdversarialStructureMatching(classes, total_steps=1000)
-        losses["naive"] = NaiveASM(AdversarialStructureMatching(classes, total_steps=1000))
+def time_cell(
+    architecture: str, size: int, classes: int, batch: int, names: list[str], rounds: int, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds per step of each loss, ``rounds`` alternating rounds after two warm-up rounds.
+
+    Every loss trains its own copy of the same segmenter (same initial weights), so that one loss's
+    updates do not change what another one's step costs."""
     images, masks = blob_segmentation_batch(batch, size, num_classes=classes, seed=0)
-    times: dict[str, list[float]] = {name: [] for name in losses}
-    for round_index in range(warmup + rounds):
-        for name, loss_fn in losses.items():
+    images, masks = images.to(device), masks.to(device)
+    setups = {
+        name: (*make_segmenter(architecture, classes, device), make_loss(name, classes, device)) for name in names
+    }
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(2 + rounds):
+        for name, (model, optimizer, loss_fn) in setups.items():
             seconds = training_step(model, optimizer, loss_fn, images, masks)
-            if round_index >= warmup:
+            if round_index >= 2:
                 times[name].append(seconds)
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    # The fastest round is the least disturbed by other work on a shared machine.
-    return medians | {f"{name} min": min(values) for name, values in times.items()}
+    return times
+
+
+def peak_memory(architecture: str, size: int, classes: int, batch: int, name: str, device: torch.device) -> float:
+    """Bytes a training step of this loss needs beyond the model and data (see the module docstring)."""
+    if device.type == "cuda":
+        model, optimizer = make_segmenter(architecture, classes, device)
+        loss_fn = make_loss(name, classes, device)
+        images, masks = blob_segmentation_batch(batch, size, num_classes=classes, seed=0)
+        images, masks = images.to(device), masks.to(device)
+        training_step(model, optimizer, loss_fn, images, masks)  # optimizer state exists from here on
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        for _ in range(3):
+            training_step(model, optimizer, loss_fn, images, masks)
+        return float(torch.cuda.max_memory_allocated(device) - base)
+    # The CPU has no allocator statistics: a fresh process, its peak resident set over three steps
+    # above what it held before them (Linux's VmHWM, reset before the steps).
+    command = [sys.executable, __file__, "--_memory-probe", json.dumps([architecture, size, classes, batch, name])]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def _status_kib(key: str) -> int:
+    """A ``/proc/self/status`` field in KiB (VmRSS: resident now; VmHWM: its peak since the last reset)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _memory_probe(arguments: str) -> None:
+    architecture, size, classes, batch, name = json.loads(arguments)
+    torch.set_num_threads(1)  # thread pools allocate per thread; one keeps the figures comparable
+    device = torch.device("cpu")
+    model, optimizer = make_segmenter(architecture, classes, device)
+    loss_fn = make_loss(name, classes, device)
+    images, masks = blob_segmentation_batch(batch, size, num_classes=classes, seed=0)
+    base = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak to now: setup's peaks do not count
+    for _ in range(3):
+        training_step(model, optimizer, loss_fn, images, masks)
+    print((_status_kib("VmHWM") - base) * 1024)
+
+
+def report_cell(cell: str, times: dict[str, list[float]], memory: dict[str, float]) -> list[dict[str, Any]]:
+    ce_median, ce_mean = statistics.median(times["ce"]), statistics.fmean(times["ce"])
+    rows = []
+    for name, values in times.items():
+        median, mean = statistics.median(values), statistics.fmean(values)
+        row = {"cell": cell, "loss": name, "median_s": median, "mean_s": mean}
+        row |= {"median_ratio": median / ce_median, "mean_ratio": mean / ce_mean}
+        if name in memory and memory.get("ce"):
+            row |= {"peak_MiB": memory[name] / 2**20, "memory_ratio": memory[name] / memory["ce"]}
+        rows.append(row)
+        memory_text = f"{row['peak_MiB']:>9.0f} {row['memory_ratio']:>7.2f}" if "peak_MiB" in row else ""
+        print(
+            f"{cell:<22}{name:<22}{median:>9.3f}{mean:>9.3f}{row['median_ratio']:>8.2f}{row['mean_ratio']:>8.2f}"
+            f"{memory_text}",
+            flush=True,
+        )
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=sorted(ARCHITECTURES), default=["pspnet", "unet"])
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--classes", type=int, nargs="+", default=[2, 21])
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--classes", type=int, default=21)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--variants", action="store_true", help="time the ablation's ASM+CE settings against CE")
+    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--variants", action="store_true", help="also time the cost levers of docs/speed")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", help="also write the rows to this file")
+    parser.add_argument("--_memory-probe", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {args.size}x{args.size}, "
-        f"batch {args.batch}, {args.classes} classes; median of {args.rounds} alternating rounds"
-    )
-    if args.variants:
-        for architecture in args.models:
-            result = benchmark(architecture, args.size, args.batch, args.classes, args.rounds, args.warmup, True)
-            print(f"{architecture}-resnet18: CE {result['ce']:.3f} s/step")
-            for name in VARIANTS:
-                print(f"  {name:<22}{result[name]:>8.3f} s/step   / CE {result[name] / result['ce']:.2f}")
+    if args._memory_probe:
+        _memory_probe(args._memory_probe)
         return
+    device = torch.device(args.device)
+    names = ["ce", *LOSSES, *(VARIANTS if args.variants else {})]
+    threads = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(
-        f"{'model':<18}{'CE s/step':>11}{'ASM s/step':>12}{'naive s/step':>14}{'ASM/CE':>9}{'naive/CE':>10}"
-        f"{'ASM/CE (fastest rounds)':>25}"
+        f"torch {torch.__version__}, {args.device} ({threads}); batch {args.batch}; {args.rounds} alternating rounds; "
+        f"default = {ASM_DEFAULTS}, released = {RELEASED_ASM}"
     )
-    for architecture in args.models:
-        result = benchmark(architecture, args.size, args.batch, args.classes, args.rounds, args.warmup)
-        print(
-            f"{architecture + '-resnet18':<18}{result['ce']:>11.3f}{result['asm']:>12.3f}{result['naive']:>14.3f}"
-            f"{result['asm'] / result['ce']:>9.2f}{result['naive'] / result['ce']:>10.2f}"
-            f"{result['asm min'] / result['ce min']:>25.2f}"
+    memory_head = f"{'peak MiB':>9} {'mem/CE':>7}" if not args.no_memory else ""
+    print(f"{'cell':<22}{'loss':<22}{'median s':>9}{'mean s':>9}{'med/CE':>8}{'mean/CE':>8}{memory_head}")
+    rows: list[dict[str, Any]] = []
+    for architecture, size, classes in itertools.product(args.models, args.sizes, args.classes):
+        cell = f"{architecture} {size}px {classes}cls"
+        start = time.perf_counter()
+        times = time_cell(architecture, size, classes, args.batch, names, args.rounds, device)
+        memory = (
+            {}
+            if args.no_memory
+            else {n: peak_memory(architecture, size, classes, args.batch, n, device) for n in names}
         )
+        rows += report_cell(cell, times, memory)
+        print(f"{'':<22}(cell took {time.perf_counter() - start:.0f} s)", flush=True)
+    if args.json:
+        with open(args.json, "w") as stream:
+            json.dump(rows, stream, indent=1)
 
 
 if __name__ == "__main__":

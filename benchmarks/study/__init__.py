@@ -1,0 +1,1 @@
+"""The ablation study (``benchmarks/ablation.py``): cells, runs, report."""

@@ -1,0 +1,152 @@
+"""The ablation study's cells, as data: bases (data set, segmenter, length) and cells (a base, a loss,
+ASM keyword arguments, seeds). Adding a setting to the study is adding a ``Cell`` here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from asml.losses import RELEASED_ASM as LIBRARY_RELEASED_ASM
+
+THREE = (0, 1, 2)
+FIVE = (0, 1, 2, 3, 4)  # where the difference that decides a default is small
+SHORT, LONG = 450, 1350  # the demo's length, and three times it
+
+BASES: dict[str, dict[str, Any]] = {
+    # name -> (dataset, model, steps); everything else is the demo's setting (64 px, batch 8, SGD 0.01).
+    "horses/unet-r18": {"dataset": "horses", "model": {"name": "unet", "encoder": "resnet18"}, "steps": SHORT},
+    "horses/unet-r18/long": {"dataset": "horses", "model": {"name": "unet", "encoder": "resnet18"}, "steps": LONG},
+    "horses/pspnet-r18": {"dataset": "horses", "model": {"name": "pspnet", "encoder": "resnet18"}, "steps": SHORT},
+    "horses/fcn-r18": {"dataset": "horses", "model": {"name": "fcn", "encoder": "resnet18"}, "steps": SHORT},
+    "horses/unet-lite0": {
+        "dataset": "horses",
+        "model": {"name": "unet", "encoder": "tu-efficientnet_lite0"},
+        "steps": SHORT,
+    },
+    "horses/unet-lite0-imagenet": {
+        "dataset": "horses",
+        "model": {"name": "unet", "encoder": "tu-efficientnet_lite0", "weights": "imagenet-offline"},
+        "steps": SHORT,
+    },
+    "riders/unet-r18": {"dataset": "riders", "model": {"name": "unet", "encoder": "resnet18"}, "steps": SHORT},
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One setting: a base, a loss and ASM keyword arguments, trained with ``seeds``."""
+
+    name: str
+    group: str
+    base: str
+    loss: str
+    asm: dict[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] = THREE
+    optim: dict[str, Any] = field(default_factory=dict)  # changes to the optimiser (a control, not ASM)
+
+    def key(self) -> str:
+        return f"{self.base}::{self.name}"
+
+
+# The released settings this study varies, written out in every ASM cell so that a change of the
+# library's defaults (``asml.losses.ASM_DEFAULTS``, chosen from this study) changes no cell.
+# Lists, not tuples: the cells' options go into YAML configs.
+RELEASED_ASM: dict[str, Any] = {k: list(v) if isinstance(v, tuple) else v for k, v in LIBRARY_RELEASED_ASM.items()}
+
+
+def _asm(**changes: Any) -> dict[str, Any]:
+    return {**RELEASED_ASM, **changes}
+
+
+def _pair(group: str, base: str, seeds: tuple[int, ...] = THREE) -> list[Cell]:
+    return [Cell("ce", group, base, "ce", seeds=seeds), Cell(RELEASED, group, base, "asm+ce", _asm(), seeds=seeds)]
+
+
+RELEASED = "asm+ce"
+DEFAULT = "asm+ce conv1-9"  # the library's asm+ce default, chosen from this study
+U, L, R = "horses/unet-r18", "horses/unet-r18/long", "riders/unet-r18"
+CONV1_9 = [f"conv{i}" for i in range(1, 10)]  # written out, not ASM_DEFAULTS: cells must not move with it
+HALF_WIDTHS = [16, 32, 64, 64, 64]  # the analyzer's released widths (16, 64, 128, 128, 128), deeper levels halved
+CELLS: list[Cell] = [  # in the order they are trained (see training_order): what decides the defaults first
+    # The loss itself.
+    Cell("ce", "loss", U, "ce", seeds=FIVE),
+    Cell(RELEASED, "loss", U, "asm+ce", _asm(), seeds=FIVE),
+    # The candidates for the library's default: more matched layers, a stronger adversary, both.
+    Cell(DEFAULT, "layers", U, "asm+ce", _asm(matched_layers=CONV1_9), seeds=FIVE),
+    Cell("asm+ce conv1-9 w_adv=1", "layers", U, "asm+ce", _asm(matched_layers=CONV1_9, adversarial_weight=1.0)),
+    Cell("asm+ce w_adv=1", "adversarial weight", U, "asm+ce", _asm(adversarial_weight=1.0)),
+    # Adversarial weight 0: the analyzer is a fixed-purpose label autoencoder (a learned "perceptual" loss).
+    Cell("asm+ce w_adv=0", "adversarial weight", U, "asm+ce", _asm(adversarial_weight=0.0), seeds=FIVE),
+    # Control: does the analyzer need training at all? A random analyzer, never updated (no hinge,
+    # no reconstruction), as a fixed feature extractor for the matching loss.
+    Cell(
+        "asm+ce random analyzer",
+        "adversarial weight",
+        U,
+        "asm+ce",
+        _asm(adversarial_weight=0.0, reconstruction_weight=0.0),
+    ),
+    # Control: is ASM+CE's gain just a larger step? CE with twice the learning rate.
+    Cell("ce lr=0.02", "loss", U, "ce", optim={"lr": 0.02}),
+    # The multi-class set, with the default candidate carried over.
+    *_pair("riders", R, seeds=FIVE),
+    Cell(DEFAULT, "layers", R, "asm+ce", _asm(matched_layers=CONV1_9), seeds=FIVE),
+    Cell("asm", "loss", U, "asm", _asm()),
+    # Training length, with the default candidate carried over.
+    *_pair("length", L),
+    Cell(DEFAULT, "layers", L, "asm+ce", _asm(matched_layers=CONV1_9)),
+    Cell("asm conv1-9", "loss", U, "asm", _asm(matched_layers=CONV1_9)),
+    # Matching weight relative to CE (CE weight 1): does conv1-9 help only because a sum over more
+    # layers weighs the matching loss more?
+    Cell("asm+ce match x3", "matching weight", U, "asm+ce", _asm(matching_weight=3.0)),
+    Cell("asm+ce conv1-4", "layers", U, "asm+ce", _asm(matched_layers=["conv1", "conv2", "conv3", "conv4"])),
+    # Where the hinge is averaged, and the adversarial weight between.
+    Cell("asm+ce hinge@errors", "hinge pixels", U, "asm+ce", _asm(hinge_pixels="errors")),
+    Cell("asm+ce w_adv=0.1", "adversarial weight", U, "asm+ce", _asm(adversarial_weight=0.1)),
+    # Does the adversary earn its cost on the default layers? (w_adv=0 with conv1-9.)
+    Cell(
+        "asm+ce conv1-9 w_adv=0",
+        "adversarial weight",
+        U,
+        "asm+ce",
+        _asm(matched_layers=CONV1_9, adversarial_weight=0.0),
+        seeds=FIVE,
+    ),
+    # Segmenters: PSPNet from scratch, and U-Net from an ImageNet encoder as the paper's models were
+    # (and from scratch, to separate the encoder from its pretraining), each with the default candidate.
+    *_pair("segmenter", "horses/pspnet-r18"),
+    Cell(DEFAULT, "segmenter", "horses/pspnet-r18", "asm+ce", _asm(matched_layers=CONV1_9)),
+    *_pair("segmenter", "horses/unet-lite0-imagenet"),
+    Cell(DEFAULT, "segmenter", "horses/unet-lite0-imagenet", "asm+ce", _asm(matched_layers=CONV1_9)),
+    # Control: CE from the ImageNet encoder stays near the class prior for most of 450 steps at lr
+    # 0.01 (its loss sits at the prior's entropy); does a larger step alone get it off?
+    Cell("ce lr=0.02", "segmenter", "horses/unet-lite0-imagenet", "ce", optim={"lr": 0.02}),
+    Cell("ce lr=0.05", "segmenter", "horses/unet-lite0-imagenet", "ce", optim={"lr": 0.05}),
+    *_pair("segmenter", "horses/unet-lite0"),
+    Cell(DEFAULT, "segmenter", "horses/unet-lite0", "asm+ce", _asm(matched_layers=CONV1_9)),
+    Cell("asm+ce match x0.3", "matching weight", U, "asm+ce", _asm(matching_weight=0.3)),
+    Cell(
+        "asm+ce hinge@errors w_adv=0.1",
+        "hinge pixels",
+        U,
+        "asm+ce",
+        _asm(hinge_pixels="errors", adversarial_weight=0.1),
+    ),
+    *_pair("segmenter", "horses/fcn-r18"),
+    Cell(DEFAULT, "segmenter", "horses/fcn-r18", "asm+ce", _asm(matched_layers=CONV1_9)),
+    # Cost (docs/speed): does the default keep its quality with fewer analyzer updates, a narrower
+    # analyzer, both, or bf16 analyzer passes? Compared in pairs with the default.
+    *[
+        Cell(f"{DEFAULT} {label}", "cost", U, "asm+ce", _asm(matched_layers=CONV1_9, **options))
+        for label, options in [
+            ("every2", {"analyzer_every": 2}),
+            ("every4", {"analyzer_every": 4}),
+            ("half widths", {"analyzer_widths": HALF_WIDTHS}),
+            ("every4 half widths", {"analyzer_every": 4, "analyzer_widths": HALF_WIDTHS}),
+            ("every8 half widths", {"analyzer_every": 8, "analyzer_widths": HALF_WIDTHS}),
+        ]
+    ],
+]
+GROUPS = sorted({cell.group for cell in CELLS})
+HEADLINE = ("mIoU", "BF", "mean_boundary_IoU", "trimap_1px", "context_share")
+HINGE = ("hinge_all", "hinge_errors", "error_share")
