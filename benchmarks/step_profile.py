@@ -1,0 +1,144 @@
+"""Where the time of an ASM step goes: the loss alone (analyzer update, segmenter pass, their backward)
+on fixed logits, broken down by phase and by kind of operator, next to a CE step of the segmenter.
+
+    .venv/bin/python benchmarks/step_profile.py         # the default, PSPNet-r18, 128 px, 21 classes
+    .venv/bin/python benchmarks/step_profile.py --options '{"analyzer_every": 4}' --classes 2
+
+Phases are timed with ``time.perf_counter`` around the module's own parts (median over calls); the
+operator kinds come from ``torch.profiler`` over the same calls (self CPU time, so the kinds add up
+to the total). "Full resolution" operators are those on maps of the input's size: the softmax and
+its layout copy, one-hot maps, the reconstruction's upsampling and cross-entropy, and the
+segmenter's CE term. The analyzer's update runs on the update steps only (``analyzer_every``): its
+row shows the time of one update and the share of steps that pay it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from asml import AdversarialStructureMatching
+from asml.data import blob_segmentation_batch
+from asml.losses import ASM_DEFAULTS
+
+ARCHITECTURES = {"pspnet": smp.PSPNet, "unet": smp.Unet}
+
+
+def timed(method: Callable[..., Any], bucket: list[float]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        result = method(*args, **kwargs)
+        bucket.append(time.perf_counter() - start)
+        return result
+
+    return wrapper
+
+
+def operator_kind(name: str, shapes: list[Any], batch: int, size: int) -> str:
+    """The row of the breakdown an operator's self time goes to."""
+    if "convolution" in name:
+        return "analyzer convolutions, backward" if "backward" in name else "analyzer convolutions, forward"
+
+    def full_resolution(shape: Any) -> bool:  # [..., H, W, ...] maps, or [B*H*W, C] pixel rows
+        if not isinstance(shape, list) or len(shape) < 2:
+            return False
+        return shape[0] == batch * size * size or any(shape[i : i + 2] == [size, size] for i in range(len(shape) - 1))
+
+    if any(full_resolution(shape) for shape in shapes):
+        return "full-resolution maps (softmax, layout, one-hot, reconstruction, CE)"
+    if "upsample" in name or name == "aten::cat":
+        return "analyzer decoder (upsampling, concatenation)"
+    return "other (masks, distances, hinge, optimizer, autograd)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(ARCHITECTURES), default="pspnet")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--classes", type=int, default=21)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--calls", type=int, default=12)
+    parser.add_argument("--options", default="{}", help="ASM keyword arguments (JSON) on top of the default")
+    args = parser.parse_args()
+    options = {**ASM_DEFAULTS, "ce_weight": 1.0, **json.loads(args.options)}
+    images, masks = blob_segmentation_batch(args.batch, args.size, num_classes=args.classes, seed=0)
+    torch.manual_seed(0)
+    model = ARCHITECTURES[args.model]("resnet18", encoder_weights=None, classes=args.classes)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    with torch.no_grad():
+        logits = model(images)
+
+    def ce_step() -> None:
+        loss = F.cross_entropy(model(images), masks, ignore_index=255)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    asm = AdversarialStructureMatching(args.classes, total_steps=1000, **options)
+    phases: dict[str, list[float]] = defaultdict(list)
+    asm._update_analyzer = timed(asm._update_analyzer, phases["analyzer update (per update)"])  # type: ignore[method-assign]
+    asm._segmenter_loss = timed(asm._segmenter_loss, phases["segmenter pass, forward"])  # type: ignore[method-assign]
+
+    def asm_call() -> None:
+        leaf = logits.clone().requires_grad_(True)
+        start = time.perf_counter()
+        loss = asm(leaf, masks)
+        middle = time.perf_counter()
+        loss.backward()
+        phases["segmenter pass, backward"].append(time.perf_counter() - middle)
+        phases["ASM+CE loss, whole call"].append(time.perf_counter() - start)
+
+    ce_times = []
+    for index in range(2 + args.calls):
+        start = time.perf_counter()
+        ce_step()
+        if index >= 2:
+            ce_times.append(time.perf_counter() - start)
+    for _ in range(2):
+        asm_call()
+    for values in phases.values():
+        values.clear()  # in place: the wrappers hold these lists
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(args.calls):
+            asm_call()
+
+    ce_ms = 1000 * statistics.median(ce_times)
+    print(
+        f"{args.model}-resnet18, {args.size} px, {args.classes} classes, batch {args.batch}; ASM options {options}; "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(f"CE training step of the segmenter (median): {ce_ms:.1f} ms")
+    print(f"\n{'phase':<36}{'ms':>8}{'calls':>7}{'x CE step':>11}")
+    for name, values in phases.items():
+        ms = 1000 * statistics.median(values)
+        print(f"{name:<36}{ms:>8.1f}{len(values):>7}{ms / ce_ms:>11.2f}")
+    total = 1000 * sum(phases["ASM+CE loss, whole call"]) / args.calls
+    print(f"{'mean ASM+CE loss per step':<36}{total:>8.1f}{args.calls:>7}{total / ce_ms:>11.2f}")
+
+    kinds: dict[str, float] = defaultdict(float)
+    top: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages(group_by_input_shape=True):
+        kind = operator_kind(event.key, event.input_shapes, args.batch, args.size)
+        kinds[kind] += event.self_cpu_time_total / 1000
+        if kind.startswith("other"):
+            top[event.key] += event.self_cpu_time_total / 1000
+    overall = sum(kinds.values())
+    print(f"\n{'operator kind (profiler, self time)':<72}{'ms/step':>9}{'share':>8}")
+    for kind, ms in sorted(kinds.items(), key=lambda item: -item[1]):
+        print(f"{kind:<72}{ms / args.calls:>9.1f}{ms / overall:>8.0%}")
+    largest = sorted(top.items(), key=lambda item: -item[1])[:6]
+    print("largest 'other' operators: " + ", ".join(f"{name} {ms / args.calls:.1f} ms" for name, ms in largest))
+
+
+if __name__ == "__main__":
+    main()
