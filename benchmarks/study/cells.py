@@ -144,6 +144,7 @@ CELLS: list[Cell] = [  # in the order they are trained (see training_order): wha
             ("half widths", {"analyzer_widths": HALF_WIDTHS}),
             ("every4 half widths", {"analyzer_every": 4, "analyzer_widths": HALF_WIDTHS}),
             ("every8 half widths", {"analyzer_every": 8, "analyzer_widths": HALF_WIDTHS}),
+            ("bf16", {"analyzer_precision": "bfloat16"}),  # opt-in on the CPU: does it cost quality?
         ]
     ],
     # The cheap candidate on the multi-class set too, so that it is not chosen on one data set.
