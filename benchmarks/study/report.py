@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from study.cells import CONV1_9, DEFAULT, HEADLINE, HINGE, RELEASED, RELEASED_ASM, Cell, U
+from study.cells import CONV1_9, COST_REFERENCE, DEFAULT, HEADLINE, HINGE, RELEASED, RELEASED_ASM, Cell, U
 from study.runs import run_scores
 
 
@@ -26,7 +26,12 @@ def _find(cells: list[Cell], base: str, name: str) -> Cell | None:
 def comparisons(cell: Cell, cells: list[Cell]) -> dict[str, Cell]:
     """The cells of the same base that ``cell`` is compared with in pairs: CE for every other cell,
     the released ASM+CE for every other ASM cell, the default ASM+CE (conv1-9) for the ASM cells
-    that are neither (where the base has these cells)."""
+    that are neither (where the base has these cells). The cost cells are compared with the default's
+    re-run only, and the re-run with the default's records."""
+    if cell.group == "cost":  # paired on one machine: with the default's re-run (which with the record)
+        reference = DEFAULT if cell.name == COST_REFERENCE else COST_REFERENCE
+        other = _find(cells, cell.base, reference)
+        return {"default": other} if other is not None else {}
     names = {"ce": "ce"}
     if cell.loss.startswith("asm") and cell.name != RELEASED:
         names["asm+ce"] = RELEASED
@@ -124,7 +129,7 @@ def markdown(table: dict[str, Any], not_run: list[str] | None = None) -> str:
     for label, title in [
         ("ce", "CE of the same base"),
         ("asm+ce", "the released ASM+CE of the same base"),
-        ("default", f"the default ASM+CE ({DEFAULT}) of the same base"),
+        ("default", f"the default ASM+CE ({DEFAULT}) of the same base (cost cells: its re-run, {COST_REFERENCE!r})"),
     ]:
         lines += [
             "",

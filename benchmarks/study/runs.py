@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import os
@@ -16,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from asml.losses import RELEASED_ASM as LIBRARY_RELEASED_ASM
 from study.cells import BASES, HINGE, THREE, Cell
 
 
@@ -57,11 +59,32 @@ def _without_run_dir(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key != "run_dir"}
 
 
+def _asm_class_defaults() -> dict[str, Any]:
+    """``AdversarialStructureMatching``'s keyword defaults, as they read in a YAML config (lists)."""
+    from asml import AdversarialStructureMatching
+
+    parameters = inspect.signature(AdversarialStructureMatching).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in defaults.items()}
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config without where it lives, ASM options completed with the class's defaults: a
+    record written before an option existed (or was pinned by the cells) ran with its default."""
+    config = _without_run_dir(config)
+    loss = config.get("loss")
+    if isinstance(loss, dict) and loss.get("name", "").startswith("asm"):
+        defaults = _asm_class_defaults()
+        pinned = {name: defaults[name] for name in LIBRARY_RELEASED_ASM if name in defaults}
+        config = {**config, "loss": {**loss, "asm": {**pinned, **loss.get("asm", {})}}}
+    return config
+
+
 def _same_config(saved: dict[str, Any], cell: Cell, seed: int, steps: int | None) -> bool:
     """Whether ``saved`` (a run's resolved config) is this cell's (not a smoke test, not an older
     definition of the cell); where the run lives does not count."""
     expected = _resolved(run_config(cell, seed, Path(), steps))
-    return _without_run_dir(saved) == _without_run_dir(expected)
+    return _comparable(saved) == _comparable(expected)
 
 
 def config_matches(run_dir: Path, cell: Cell, seed: int, steps: int | None = None) -> bool:
