@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--classes", type=int, nargs="+", default=[2, 21])
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--rounds", type=int, default=12, help="timed rounds (a multiple of analyzer_every)")
     parser.add_argument("--variants", action="store_true", help="also time the cost levers of docs/speed")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
