@@ -16,6 +16,7 @@ from asml.metrics.functional import (
     boundary_iou_dilation,
     boundary_iou_stats,
     boundary_prf,
+    boundary_scores,
     confusion_matrix,
     context_confusion,
     default_boundary_tolerance,
@@ -24,6 +25,7 @@ from asml.metrics.functional import (
     pixel_accuracy,
     trimap_confusion_matrices,
 )
+from asml.metrics.morphology import FULL_SET, or_disc, or_square
 from metrics_reference import (
     IGNORE,
     ref_biou,
@@ -201,3 +203,199 @@ def test_bad_input_is_named() -> None:
         confusion_matrix(torch.full((1, 2, 2), 5), torch.zeros(1, 2, 2, dtype=torch.long), 2)
     with pytest.raises(ValueError, match="tolerance must be >= 0"):
         boundary_prf(torch.zeros(1, 4, 4, dtype=torch.long), torch.ones(1, 4, 4, dtype=torch.long), 2, -1.0)
+
+
+# ---------------------------------------------------------------- the class-set implementation
+# boundary_prf / boundary_iou_stats work on sets of the classes present in each image, packed as
+# bits (asml.metrics.morphology): one byte for up to 8 labels per image (the ignored label counts),
+# more words beyond; uint8 labels below 255 classes, int32 above; int16 counting keys while
+# 8 * B * (C + 1) <= 2^15, int32 above. The cases below reach each of these and the clipping of
+# discs and squares larger than the image, against the brute-force reference.
+
+
+def scene(rng: np.random.Generator, height: int, width: int, classes: int, labels_used: int) -> np.ndarray:
+    """A label map of rectangles, 1-pixel lines and single pixels (often touching the border) on a
+    background, drawing from ``labels_used`` of the classes (spread over [0, classes))."""
+    palette = rng.choice(classes, size=min(labels_used, classes), replace=False)
+    out = np.full((height, width), palette[0], dtype=np.int64)
+    for _ in range(rng.integers(0, 2 * len(palette) + 2)):
+        label = rng.choice(palette)
+        y0, x0 = rng.integers(0, height), rng.integers(0, width)
+        kind = rng.integers(0, 4)
+        if kind == 0:  # rectangle, possibly cut by the border
+            out[y0 : y0 + rng.integers(1, height + 1), x0 : x0 + rng.integers(1, width + 1)] = label
+        elif kind == 1:  # horizontal 1-pixel line
+            out[y0, x0 : x0 + rng.integers(1, width + 1)] = label
+        elif kind == 2:  # vertical 1-pixel line
+            out[y0 : y0 + rng.integers(1, height + 1), x0] = label
+        else:  # diagonal 1-pixel line
+            for step in range(rng.integers(1, max(height, width) + 1)):
+                if y0 + step < height and x0 + step < width:
+                    out[y0 + step, x0 + step] = label
+    return out
+
+
+def scene_batch(
+    seed: int, batch: int, size: tuple[int, int], classes: int, labels_used: int, ignore: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Targets from ``scene``; predictions shifted, partly redrawn and relabelled. ``ignore``:
+    "none", "some" (random pixels and a band), or "image" (the first image entirely ignored)."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    target = np.stack([scene(rng, height, width, classes, labels_used) for _ in range(batch)])
+    preds = np.roll(target, tuple(rng.integers(-2, 3, 2)), axis=(1, 2)).copy()
+    for b in range(batch):
+        if rng.random() < 0.5:
+            preds[b] = np.where(
+                rng.random((height, width)) < 0.5, scene(rng, height, width, classes, labels_used), preds[b]
+            )
+        if rng.random() < 0.3:  # a class of the target never predicted, or a new one predicted
+            preds[b][preds[b] == rng.choice(target[b].ravel())] = rng.integers(0, classes)
+    if ignore == "some":
+        target[rng.random(target.shape) < 0.15] = IGNORE
+        target[:, :, rng.integers(0, width)] = IGNORE
+    elif ignore == "image":
+        target[0] = IGNORE
+    return preds, target
+
+
+def assert_matches_reference(
+    preds: np.ndarray, target: np.ndarray, classes: int, tolerance: float, ratio: float
+) -> None:
+    got = boundary_prf(*to_torch(preds, target), classes, tolerance)
+    for name, ours, reference in zip("PRF", got, ref_prf(preds, target, classes, tolerance), strict=True):
+        np.testing.assert_allclose(ours.numpy(), reference, atol=1e-12, err_msg=name)
+    inter, union = boundary_iou_stats(*to_torch(preds, target), classes, dilation_ratio=ratio)
+    ref_inter, ref_union = ref_biou(preds, target, classes, ratio)
+    np.testing.assert_array_equal(inter.numpy(), ref_inter)
+    np.testing.assert_array_equal(union.numpy(), ref_union)
+    (p, r, f), (i, u) = boundary_scores(*to_torch(preds, target), classes, tolerance, ratio)
+    for a, b in zip((p, r, f, i, u), (*got, inter, union), strict=True):
+        assert torch.equal(a.nan_to_num(-1), b.nan_to_num(-1))
+
+
+@given(
+    seed=st.integers(0, 2**31),
+    batch=st.integers(1, 3),
+    height=st.integers(1, 16),
+    width=st.integers(1, 16),
+    classes=st.integers(1, 24),
+    labels_used=st.integers(1, 14),
+    ignore=st.sampled_from(["none", "some", "image"]),
+    tolerance=st.one_of(st.floats(0, 3), st.floats(3, 40), st.sampled_from([0.0, 1.0, 2**0.5, 2.0, 5**0.5])),
+    ratio=st.one_of(st.floats(0, 0.3), st.floats(0.3, 3)),
+)
+@settings(max_examples=150, deadline=None)
+def test_boundary_scores_on_scenes_with_many_labels_per_image(
+    seed: int,
+    batch: int,
+    height: int,
+    width: int,
+    classes: int,
+    labels_used: int,
+    ignore: str,
+    tolerance: float,
+    ratio: float,
+) -> None:
+    # Up to 14 labels per image (two set words), lines and rectangles on the border, discs and
+    # bands larger than the image.
+    preds, target = scene_batch(seed, batch, (height, width), classes, labels_used, ignore)
+    assert_matches_reference(preds, target, classes, tolerance, ratio)
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.5, 1.0, 1.5, 3.0, 100.0])
+@pytest.mark.parametrize("case", ["absent", "all_ignored", "border", "lines", "nine_labels"])
+def test_boundary_scores_edge_cases_against_the_reference(case: str, tolerance: float) -> None:
+    target = np.zeros((2, 12, 13), dtype=np.int64)
+    target[:, 3:8, 2:9] = 1
+    preds = target.copy()
+    if case == "absent":  # class 2 only predicted, class 3 only in the target
+        preds[0, 5:7, 4:6] = 2
+        target[1, 0:2, 0:3] = 3
+    elif case == "all_ignored":  # no valid pixel in image 0; image 1 partly ignored
+        target[0] = IGNORE
+        target[1, :, 10:] = IGNORE
+        preds[1, 2:9, 1:10] = 1
+    elif case == "border":  # objects cut by every side and corner of the image
+        target[0, 0:4, :] = 2
+        target[0, :, 11:] = 3
+        target[1, 8:, 0:5] = 2
+        preds[0, 0:5, 0:12] = 2
+        preds[1, 9:, 0:6] = 2
+    elif case == "lines":  # 1-pixel-wide structures: rows, columns, a diagonal, a lone pixel
+        target[0, 10, :] = 2
+        target[0, :, 11] = 3
+        preds[0, 9, 1:] = 2
+        for step in range(8):
+            target[1, 2 + step, 1 + step] = 3
+        preds[1, 0, 0] = 3
+    else:  # nine labels in one image: the sets take two words
+        for label in range(1, 9):
+            target[0, label, 1 : 1 + label] = label
+            preds[0, label - 1, 2 : 2 + label] = label
+    assert_matches_reference(preds, target, 9, tolerance, 0.1)
+    assert_matches_reference(preds, target, 9, tolerance, 2.0)
+
+
+@pytest.mark.parametrize(("classes", "batch"), [(300, 2), (4100, 1)])
+def test_boundary_scores_with_hundreds_of_classes(classes: int, batch: int) -> None:
+    # 300 classes: int32 labels with int16 keys; 4100: int32 labels and keys (the copy that keeps
+    # the labels intact matters there). Labels at the top of the range.
+    rng = np.random.default_rng(classes)
+    preds, target = scene_batch(classes, batch, (9, 10), classes, 5, "some")
+    target = np.where(target == IGNORE, IGNORE, target % 7 + classes - 7)
+    preds = np.where(rng.random(preds.shape) < 0.2, classes - 1, preds % 7 + classes - 7)
+    # Class 255 is also the ignore index here: the reference would take the ignored pixels as its
+    # target mask, so it is left out of the comparison.
+    kept = np.arange(classes) != IGNORE
+    got = boundary_prf(*to_torch(preds, target), classes, 1.5)
+    for name, ours, reference in zip("PRF", got, ref_prf(preds, target, classes, 1.5), strict=True):
+        np.testing.assert_allclose(ours.numpy()[:, kept], reference[:, kept], atol=1e-12, err_msg=name)
+    assert torch.isnan(got[2][:, IGNORE]).all()
+    inter, union = boundary_iou_stats(*to_torch(preds, target), classes, dilation_ratio=0.2)
+    ref_inter, ref_union = ref_biou(preds, target, classes, 0.2)
+    np.testing.assert_array_equal(inter.numpy()[kept], ref_inter[kept])
+    np.testing.assert_array_equal(union.numpy()[kept], ref_union[kept])
+    assert ref_union[kept].sum() > 0 and np.isfinite(got[2].numpy()[:, kept]).any()
+
+
+def test_boundary_scores_on_an_empty_batch() -> None:
+    empty = torch.zeros(0, 5, 6, dtype=torch.long)
+    p, r, f = boundary_prf(empty, empty, 3, 1.0)
+    assert p.shape == r.shape == f.shape == (0, 3)
+    inter, union = boundary_iou_stats(empty, empty, 3)
+    assert inter.tolist() == union.tolist() == [0, 0, 0]
+
+
+@given(
+    seed=st.integers(0, 2**31),
+    height=st.integers(1, 12),
+    width=st.integers(1, 12),
+    words=st.integers(1, 2),
+    radius=st.floats(0, 14),
+    half=st.integers(0, 14),
+)
+@settings(max_examples=60, deadline=None)
+def test_set_morphology_is_binary_dilation_of_each_bit(
+    seed: int, height: int, width: int, words: int, radius: float, half: int
+) -> None:
+    # or_disc / or_square act on each bit plane as a binary dilation by the disc / the square
+    # (beyond the image: empty for the disc, full for a FULL_SET fill).
+    rng = np.random.default_rng(seed)
+    sets = rng.integers(0, 256, (words, 2, height, width)).astype(np.uint8)
+    sets[rng.random(sets.shape) < 0.7] = 0
+    reach = math.floor(radius)
+    dy, dx = np.mgrid[-reach : reach + 1, -reach : reach + 1]
+    disc = dy**2 + dx**2 <= radius**2 + 1e-9
+    square = np.ones((2 * half + 1, 2 * half + 1), dtype=bool)
+    near = or_disc(torch.from_numpy(sets), radius).numpy()
+    full = or_square(torch.from_numpy(sets), half, FULL_SET).numpy()
+    empty = or_square(torch.from_numpy(sets), half, 0).numpy()
+    for index in np.ndindex(sets.shape[:2]):
+        for bit in range(8):
+            plane = (sets[index] >> bit) & 1 == 1
+            np.testing.assert_array_equal((near[index] >> bit) & 1, ndimage.binary_dilation(plane, disc))
+            np.testing.assert_array_equal(
+                (full[index] >> bit) & 1, ndimage.binary_dilation(plane, square, border_value=1)
+            )
+            np.testing.assert_array_equal((empty[index] >> bit) & 1, ndimage.binary_dilation(plane, square))

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from asml.metrics.morphology import band_inside, bounded_squared_distance, count_true, count_within, inner_boundary
+from asml.metrics.morphology import FULL_SET, bounded_squared_distance, nonempty_, or_disc, or_square, rank_sets
 
 __all__ = [
     "boundary_iou",
@@ -65,11 +66,22 @@ def _checked_valid(preds: Tensor, target: Tensor, num_classes: int, ignore_index
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
     for name, labels in (("target", target), ("preds", preds)):
-        outside = ((labels < 0) | (labels >= num_classes)) & valid
-        if bool(outside.any()):
+        if _outside_at(labels, num_classes, valid):
             allowed = f"[0, {num_classes})" + (f" (or {ignore_index} in target)" if ignore_index is not None else "")
             raise ValueError(f"{name} holds labels outside {allowed} at non-ignored pixels")
     return valid
+
+
+def _outside_at(labels: Tensor, num_classes: int, valid: Tensor) -> bool:
+    """Whether a pixel where ``valid`` ``[B, H, W]`` holds has a label outside [0, C). One min/max
+    pass settles the usual case; only then are the pixels compared."""
+    if labels.numel() == 0:
+        return False
+    low, high = (int(v) for v in labels.aminmax())
+    if low >= 0 and high < num_classes:
+        return False
+    outside = labels >= num_classes if low >= 0 else (labels < 0) | (labels >= num_classes)
+    return bool(outside.logical_and_(valid).any())
 
 
 def confusion_matrix(preds: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = 255) -> Tensor:
@@ -123,20 +135,82 @@ def default_boundary_tolerance(height: int, width: int) -> float:
     return 0.0075 * math.hypot(height, width)
 
 
-def _pair_masks(
-    preds: Tensor, target: Tensor, num_classes: int, valid: Tensor
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Masks for the (image, class) pairs present in target or prediction: (image ids, class ids,
-    target masks [K, H, W], prediction masks [K, H, W]). Other pairs have both sets empty."""
-    present = class_presence(target, num_classes, valid) | class_presence(preds, num_classes, valid)
-    images, classes = torch.nonzero(present, as_tuple=True)
-    # Compare in int16 (a quarter of int64's memory traffic); ignored pixels of both maps become
-    # -1, which no class has, so the masks need no separate validity pass.
-    small = torch.int16 if num_classes < 2**15 else torch.int32
-    wanted = classes.to(small)[:, None, None]
-    target_small = target.masked_fill(~valid, -1).to(small)
-    pred_small = preds.masked_fill(~valid, -1).to(small)
-    return images, classes, target_small[images] == wanted, pred_small[images] == wanted
+class _ClassSets(NamedTuple):
+    """What the boundary metrics share, per map (index 0: the target, 1: the prediction)."""
+
+    labels: Tensor  # [2, B, H, W]: the class, num_classes at ignored target pixels; uint8 when it fits
+    keys: Tensor  # [2, B, H, W], int16 when it fits: 4 * ((map * B + image) * (C + 1) + label)
+    sets: Tensor  # [words, 2, B, H, W] uint8: one-element set of each pixel's label (see morphology)
+    valid: Tensor  # [B, H, W] uint8: 1 where the target is not ignored
+    num_classes: int
+
+
+def _class_sets(preds: Tensor, target: Tensor, num_classes: int, valid: Tensor) -> _ClassSets:
+    """Compact labels, counting keys and class sets of ``target`` and ``preds`` ``[B, H, W]``."""
+    valid01 = valid.view(torch.uint8)
+    labels = _compact_labels(preds, target, num_classes, valid01)
+    keys = _counting_keys(labels, num_classes)
+    return _ClassSets(labels, keys, _sets_by_key(keys, num_classes), valid01, num_classes)
+
+
+def _compact_labels(preds: Tensor, target: Tensor, num_classes: int, valid01: Tensor) -> Tensor:
+    """``[2, B, H, W]`` target and prediction labels, ``num_classes`` where the target is ignored
+    (``valid01`` ``[B, H, W]`` uint8 is 0); uint8 below 255 classes, else int32."""
+    small = torch.uint8 if num_classes < 255 else torch.int32
+    labels = torch.empty((2, *target.shape), dtype=small, device=target.device)
+    labels[0], labels[1] = target, preds  # valid labels lie in [0, C) (checked): exact where it counts
+    # Ignored pixels of both maps become C, one more "class", so that boundaries need no separate
+    # validity pass. (Products rather than a masked fill: bool masks are several times slower on CPU.)
+    return labels.mul_(valid01).add_((1 - valid01).to(small).mul_(num_classes))
+
+
+def _counting_keys(labels: Tensor, num_classes: int) -> Tensor:
+    """``[2, B, H, W]``: ``4 * ((map * B + image) * (C + 1) + label)`` for ``labels`` ``[2, B, H, W]``,
+    int16 when it fits (the fastest arithmetic here), leaving room for a 2-bit flag (``_count_flags``)."""
+    batch, width = labels.shape[1], num_classes + 1
+    bins = 2 * batch * width * 4
+    key_type = torch.int16 if bins <= 2**15 else torch.int32 if bins <= 2**31 else torch.int64
+    offsets = torch.arange(2 * batch, dtype=key_type, device=labels.device).view(2, batch, 1, 1) * (4 * width)
+    # copy=True: with int32 labels and keys, .to would hand back the labels themselves to mul_ in place.
+    return labels.to(key_type, copy=True).mul_(4).add_(offsets)
+
+
+def _sets_by_key(keys: Tensor, num_classes: int) -> Tensor:
+    """``[words, 2, B, H, W]`` uint8 one-element sets of the labels behind ``keys`` ``[2, B, H, W]``:
+    bit r stands for the r-th label present in the image (either map)."""
+    batch, width = keys.shape[1], num_classes + 1
+    bins = 2 * batch * width * 4
+    counts = torch.bincount(keys.flatten(), minlength=bins)
+    # Few labels per image, so the sets usually fit one byte whatever the number of classes.
+    table = rank_sets((counts.view(2, batch, width, 4)[..., 0] > 0).any(0))  # [words, B, C + 1]
+    spread = torch.zeros((table.shape[0], 2, batch, width, 4), dtype=torch.uint8, device=keys.device)
+    spread[..., 0] = table[:, None]  # entry 4 * ((map * B + image) * (C + 1) + label), as the keys
+    spread = spread.view(table.shape[0], bins)
+    sets = torch.empty((table.shape[0], *keys.shape), dtype=torch.uint8, device=keys.device)
+    # index_select takes int32 or int64 indices: widen int16 keys one map at a time, into one buffer.
+    lookup = torch.empty(keys[0].numel(), dtype=torch.int32, device=keys.device) if keys.dtype == torch.int16 else None
+    for index in (0, 1):
+        indices = keys[index].flatten() if lookup is None else lookup.copy_(keys[index].flatten())
+        for word in range(table.shape[0]):
+            torch.index_select(spread[word], 0, indices, out=sets[word, index].view(-1))
+    return sets
+
+
+def _count_flags(data: _ClassSets, flags: Tensor) -> Tensor:
+    """``[2, B, C, 4]`` int64: pixels per map, image, class and value (0-3) of ``flags``
+    ``[2, B, H, W]`` uint8, over the valid pixels."""
+    batch, width = data.labels.shape[1], data.num_classes + 1
+    # The flags fill the keys' two free low bits. (Widen the flags, then add in place: torch would
+    # otherwise make a widened copy of its own for a mixed-type sum.)
+    codes = flags.to(data.keys.dtype).add_(data.keys)
+    counts = torch.bincount(codes.flatten(), minlength=2 * batch * width * 4)
+    return counts.view(2, batch, width, 4)[:, :, : data.num_classes]  # the ignored label C dropped
+
+
+def _check_tolerance(tolerance_px: float) -> None:
+    """``ValueError`` for a negative BF tolerance, before any work (and whatever the input)."""
+    if tolerance_px < 0:
+        raise ValueError(f"a distance tolerance must be >= 0, got {tolerance_px}")
 
 
 def boundary_prf(
@@ -146,21 +220,38 @@ def boundary_prf(
 
     See the module docstring for the definition and the empty-set conventions.
     """
+    _check_tolerance(tolerance_px)
     valid = _checked_valid(preds, target, num_classes, ignore_index)
-    return _prf_of_pairs(_pair_masks(preds, target, num_classes, valid), target.shape[0], num_classes, tolerance_px)
+    return _prf_of_sets(_class_sets(preds, target, num_classes, valid), tolerance_px)
 
 
-def _prf_of_pairs(
-    pairs: tuple[Tensor, Tensor, Tensor, Tensor], batch: int, num_classes: int, tolerance_px: float
+def _prf_of_sets(data: _ClassSets, tolerance_px: float) -> tuple[Tensor, Tensor, Tensor]:
+    """P, R, F ``[B, C]`` float64 from the class sets of target and prediction."""
+    batch, num_classes = data.labels.shape[1], data.num_classes
+    if data.labels.numel() == 0:
+        nan = torch.full((batch, num_classes), math.nan, dtype=torch.float64, device=data.labels.device)
+        return nan, nan.clone(), nan.clone()
+    sets = data.sets
+    # Boundary pixels (0/1, [2, B, H, W]): a 3x3 neighbour of another label; the border is not a
+    # boundary, so beyond the image the window adds the empty set.
+    # (xor: a window holds its centre, so it differs from the centre's set in the other labels only.)
+    edges = nonempty_(or_square(sets, 1, fill=0).bitwise_xor_(sets)).bitwise_and_(data.valid)
+    # Each map's edge sets go in the other map's slot, so that the disc OR lines up with the sets
+    # it is matched against: near[:, m] holds the labels with an edge pixel of the other map in reach.
+    swapped = torch.empty_like(sets)
+    torch.mul(sets[:, 1], edges[1], out=swapped[:, 0])
+    torch.mul(sets[:, 0], edges[0], out=swapped[:, 1])
+    # matched[0]: target edge pixels near a predicted edge pixel of their class; [1]: the other way.
+    matched = nonempty_(or_disc(swapped, tolerance_px).bitwise_and_(sets)).bitwise_and_(edges)
+    counts = _count_flags(data, matched.bitwise_left_shift_(1).bitwise_or_(edges)).double()
+    edge_count, matched_count = counts[..., 1] + counts[..., 3], counts[..., 3]
+    return _prf_of_counts(matched_count[1], edge_count[1], matched_count[0], edge_count[0])
+
+
+def _prf_of_counts(
+    matched_pred: Tensor, pred_count: Tensor, matched_target: Tensor, target_count: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    images, classes, target_masks, pred_masks = pairs
-    precision = torch.full((batch, num_classes), math.nan, dtype=torch.float64, device=images.device)
-    recall, f_score = precision.clone(), precision.clone()
-    if images.numel() == 0:
-        return precision, recall, f_score
-    target_edges, pred_edges = inner_boundary(target_masks), inner_boundary(pred_masks)
-    matched_pred, pred_count = (c.double() for c in count_within(pred_edges, target_edges, tolerance_px))
-    matched_target, target_count = (c.double() for c in count_within(target_edges, pred_edges, tolerance_px))
+    """P, R, F (float64, the shape of the counts) with the empty-set conventions of the module docstring."""
     nan = torch.full_like(pred_count, math.nan)
     p = torch.where(pred_count > 0, matched_pred / pred_count.clamp_min(1), nan)
     r = torch.where(target_count > 0, matched_target / target_count.clamp_min(1), nan)
@@ -170,8 +261,7 @@ def _prf_of_pairs(
     f = torch.where(both, 2 * p * r / (p + r).clamp_min(1e-300), torch.zeros_like(p))
     f = torch.where(both & (p + r == 0), torch.zeros_like(f), f)
     f = torch.where((pred_count == 0) & (target_count == 0), nan, f)
-    precision[images, classes], recall[images, classes], f_score[images, classes] = p, r, f
-    return precision, recall, f_score
+    return p, r, f
 
 
 def boundary_iou_dilation(height: int, width: int, dilation_ratio: float) -> int:
@@ -185,21 +275,24 @@ def boundary_iou_stats(
     """Boundary IoU counts ``(intersection [C], union [C])`` int64, summed over the batch."""
     valid = _checked_valid(preds, target, num_classes, ignore_index)
     dilation = boundary_iou_dilation(target.shape[1], target.shape[2], dilation_ratio)
-    return _biou_of_pairs(_pair_masks(preds, target, num_classes, valid), num_classes, dilation)
+    return _biou_of_sets(_class_sets(preds, target, num_classes, valid), dilation)
 
 
-def _biou_of_pairs(
-    pairs: tuple[Tensor, Tensor, Tensor, Tensor], num_classes: int, dilation: int
-) -> tuple[Tensor, Tensor]:
-    _, classes, target_masks, pred_masks = pairs
-    intersection = torch.zeros(num_classes, dtype=torch.long, device=classes.device)
-    union = torch.zeros_like(intersection)
-    if classes.numel() == 0:
-        return intersection, union
-    target_band, pred_band = band_inside(target_masks, dilation), band_inside(pred_masks, dilation)
-    intersection.index_add_(0, classes, count_true(target_band & pred_band))
-    union.index_add_(0, classes, count_true(target_band | pred_band))
-    return intersection, union
+def _biou_of_sets(data: _ClassSets, dilation: int) -> tuple[Tensor, Tensor]:
+    """``(intersection [C], union [C])`` int64 from the class sets of target and prediction."""
+    if data.labels.numel() == 0:
+        zeros = torch.zeros(data.num_classes, dtype=torch.long, device=data.labels.device)
+        return zeros, zeros.clone()
+    # Band pixels (0/1, [2, B, H, W]): another label within d; the border is a boundary, so beyond
+    # the image the window holds a set unlike any pixel's own.
+    bands = nonempty_(or_square(data.sets, dilation, fill=FULL_SET).bitwise_xor_(data.sets)).bitwise_and_(data.valid)
+    # Flag 2 on the target's side: in both bands with the same label, i.e. in the intersection.
+    both = (data.labels[0] ^ data.labels[1]).clamp_max_(1).bitwise_xor_(1).to(torch.uint8)
+    bands[0] |= both.bitwise_and_(bands[0]).bitwise_and_(bands[1]).bitwise_left_shift_(1)
+    counts = _count_flags(data, bands)
+    in_band = (counts[..., 1] + counts[..., 3]).sum(1)  # [2, C]
+    intersection = counts[0, :, :, 3].sum(0)
+    return intersection, in_band[0] + in_band[1] - intersection
 
 
 def boundary_scores(
@@ -210,14 +303,13 @@ def boundary_scores(
     dilation_ratio: float = 0.02,
     ignore_index: int | None = 255,
 ) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]:
-    """``(boundary_prf(...), boundary_iou_stats(...))`` from one set of per-class masks (the check
-    and the mask construction, the costly part of both, run once)."""
+    """``(boundary_prf(...), boundary_iou_stats(...))`` from one set of class sets (the check and
+    the set construction, a good part of both, run once)."""
+    _check_tolerance(tolerance_px)
     valid = _checked_valid(preds, target, num_classes, ignore_index)
-    pairs = _pair_masks(preds, target, num_classes, valid)
+    data = _class_sets(preds, target, num_classes, valid)
     dilation = boundary_iou_dilation(target.shape[1], target.shape[2], dilation_ratio)
-    return _prf_of_pairs(pairs, target.shape[0], num_classes, tolerance_px), _biou_of_pairs(
-        pairs, num_classes, dilation
-    )
+    return _prf_of_sets(data, tolerance_px), _biou_of_sets(data, dilation)
 
 
 def boundary_iou(intersection: Tensor, union: Tensor) -> Tensor:

@@ -1,14 +1,23 @@
-"""Binary morphology and bounded distances on stacks of masks ``[K, H, W]`` (bool), in plain torch.
+"""Morphology on label maps in plain torch, all classes at once, by sets of classes packed as bits.
 
-Everything works on bool tensors with shifts and logical operations, so it runs on any device
-and its cost does not grow with the square of a structuring element:
+A label map ``[..., H, W]`` becomes a map of one-element sets: each pixel holds the bit of its
+label, bit ``r`` standing for the ``r``-th of the few labels present in its image (``rank_sets``;
+eight to a byte, so usually one uint8 per pixel, whatever the number of classes). A window OR of
+such a map gives, at every pixel, the set of labels within the window, and a pixel's class mask is
+eroded there exactly when that set holds another label. So a 3x3 boundary, a (2d + 1)-square band
+or a Euclidean disc match costs a few byte-wide ORs over the whole batch, on any device:
 
-* square erosion is separable, and each 1-D erosion by a window of length L takes log2(L)
-  AND operations (van Herk style doubling);
-* "is a pixel of B within Euclidean distance r of a pixel of A" is answered only at the pixels of B
-  (boundaries are sparse), by gathering A at the integer offsets of the disc of radius r;
+* a 1-D window of length L is the OR of two overlapping runs of the largest power of two <= L; the
+  runs are built by doubling (van Herk style), log2(L) ORs shared by all window lengths;
+* a square is a column window of row windows;
+* a disc is the union of horizontal segments, one per row offset: each is the OR of two shifted
+  runs of one doubling ladder along the rows;
 * a bounded exact Euclidean distance transform (for bands around boundaries) takes one vertical and
   one horizontal pass of 2r + 1 shifted minimums.
+
+Masks are 0/1 uint8 rather than bool, and tests are byte arithmetic (``clamp_max(1)`` for "not
+empty") rather than comparisons: on CPU, torch's comparisons, bool masks and mixed-dtype
+arithmetic are several times slower than same-dtype byte operations.
 """
 
 from __future__ import annotations
@@ -20,14 +29,104 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "band_inside",
+    "FULL_SET",
     "bounded_squared_distance",
-    "count_true",
-    "count_within",
-    "disc_offsets",
-    "erode_square",
-    "inner_boundary",
+    "disc_rows",
+    "nonempty_",
+    "or_disc",
+    "or_square",
+    "rank_sets",
 ]
+
+FULL_SET = 0xFF
+"""A uint8 word with every bit set: as a window's fill it differs from any one-element set."""
+
+
+def rank_sets(present: Tensor) -> Tensor:
+    """``[words, N, V]`` uint8: for each row ``n`` of ``present`` ``[N, V]`` bool, the one-element
+    set of each present value ``v``, bit ``r % 8`` of word ``r // 8`` where ``r`` is the rank of ``v``
+    among the row's present values; the empty set for absent values."""
+    rank = present.long().cumsum(1) - 1
+    words = max(1, -(-int(present.sum(1).max()) // 8)) if present.numel() else 1
+    word = torch.arange(words, device=present.device)[:, None, None]
+    bit = torch.ones_like(rank) << (rank % 8)
+    # Small tables ([N, V]): clarity over speed here.
+    return torch.where(present & (rank // 8 == word), bit, 0).to(torch.uint8)
+
+
+def nonempty_(sets: Tensor) -> Tensor:
+    """``sets.shape[1:]`` uint8: 1 where the set ``[words, ...]`` is not empty, else 0. In place:
+    the result is ``sets[0]``, overwritten (pass a temporary).
+
+    0/1 bytes rather than bool, and in place: on CPU, torch's comparisons and bool masks are several
+    times slower than byte arithmetic, and fresh tensors cost page faults.
+    """
+    merged = sets[0]
+    for word in sets[1:]:
+        merged |= word
+    return merged.clamp_max_(1)
+
+
+def _doubling_runs(padded: Tensor, longest: int, dim: int) -> list[Tensor]:
+    """``runs[k][p]`` = OR of ``padded[p .. p + 2^k - 1]`` along ``dim``, for ``2^k <= longest``:
+    each level from the one below by doubling (van Herk style)."""
+    runs = [padded]
+    while 2 ** len(runs) <= longest:
+        below, step = runs[-1], 2 ** (len(runs) - 1)
+        length = below.shape[dim] - step
+        runs.append(below.narrow(dim, 0, length) | below.narrow(dim, step, length))
+    return runs
+
+
+def _window_halves(runs: list[Tensor], half: int, reach: int, dim: int) -> tuple[Tensor, Tensor]:
+    """Two views whose OR is the window ``[i - half, i + half]`` along ``dim`` of the tensor behind
+    ``runs``, padded by ``reach >= half`` on both sides; each has the unpadded size along ``dim``."""
+    size = runs[0].shape[dim] - 2 * reach
+    # The window starts at padded index i + reach - half; two runs of the largest power of two
+    # <= 2 half + 1 cover it, one from each end.
+    length = 2 * half + 1
+    level = length.bit_length() - 1
+    start, run = reach - half, runs[level]
+    return run.narrow(dim, start, size), run.narrow(dim, start + length - 2**level, size)
+
+
+def or_square(sets: Tensor, half: int, fill: int) -> Tensor:
+    """OR of ``sets`` ``[..., H, W]`` over the ``(2 half + 1)``-square around each pixel, pixels
+    beyond the image holding ``fill`` (a square is a column window of row windows)."""
+    across, down = min(half, sets.shape[-1]), min(half, sets.shape[-2])
+    # One padding for both passes: the padded rows' row windows are all fill, as they should be.
+    padded = F.pad(sets, [across, across, down, down], value=fill)
+    rows = torch.bitwise_or(*_window_halves(_doubling_runs(padded, 2 * across + 1, -1), across, across, -1))
+    return torch.bitwise_or(*_window_halves(_doubling_runs(rows, 2 * down + 1, -2), down, down, -2))
+
+
+def disc_rows(radius: float) -> list[tuple[int, int]]:
+    """``(dy, w)`` for each row of the disc of integer offsets ``dy^2 + dx^2 <= radius^2``: the
+    row at ``dy`` holds ``|dx| <= w``. Rows in order of ``dy``."""
+    if radius < 0:
+        raise ValueError(f"a distance tolerance must be >= 0, got {radius}")
+    # The same slack as a float comparison with 1e-9, then integer square roots (no rounding).
+    limit = math.floor(radius * radius + 1e-9)
+    reach = math.isqrt(limit)
+    return [(dy, math.isqrt(limit - dy * dy)) for dy in range(-reach, reach + 1)]
+
+
+def or_disc(sets: Tensor, radius: float) -> Tensor:
+    """OR of ``sets`` ``[..., H, W]`` over the offsets of the Euclidean disc of ``radius`` around
+    each pixel; pixels beyond the image hold the empty set. Same shape as ``sets``."""
+    height, width = sets.shape[-2:]
+    # Rows and widths beyond the image only add empty sets: clip them (large tolerances stay cheap).
+    rows = [(dy, min(half, width)) for dy, half in disc_rows(radius) if abs(dy) < height]
+    down, across = max(abs(dy) for dy, _ in rows), max(half for _, half in rows)
+    runs = _doubling_runs(F.pad(sets, [across, across, down, down]), 2 * across + 1, -1)
+    out: Tensor | None = None
+    for dy, half in rows:
+        # Row dy's segment, read straight from the runs into the result: no tensor per width.
+        for part in _window_halves(runs, half, across, -1):
+            segment = part.narrow(-2, down + dy, height)
+            out = segment.clone() if out is None else out.bitwise_or_(segment)
+    assert out is not None  # the disc always holds its centre row
+    return out
 
 
 def _shift_along(masks: Tensor, offset: int, dim: int, fill: bool | int) -> Tensor:
@@ -41,75 +140,6 @@ def _shift_along(masks: Tensor, offset: int, dim: int, fill: bool | int) -> Tens
     else:
         out.narrow(dim, -offset, size + offset).copy_(masks.narrow(dim, 0, size + offset))
     return out
-
-
-def _erode_line(masks: Tensor, half: int, dim: int, outside: bool) -> Tensor:
-    """AND of ``masks`` over the window ``[i - half, i + half]`` along ``dim``; pixels beyond the
-    image count as ``outside``."""
-    if half == 0:
-        return masks
-    length = 2 * half + 1
-    pad = [0, 0] * (masks.dim() - 1 - dim % masks.dim()) + [half, half]
-    padded = F.pad(masks.to(torch.uint8), pad, value=int(outside)).bool()
-    # window[p] = AND of padded[p .. p + power - 1], doubling the power each time.
-    window, power = padded, 1
-    while power * 2 <= length:
-        window = window & _shift_along(window, power, dim, outside)
-        power *= 2
-    # A window of any length is the AND of two overlapping windows of the largest power of two.
-    combined = window & _shift_along(window, length - power, dim, outside)
-    return combined.narrow(dim, 0, masks.shape[dim])
-
-
-def erode_square(masks: Tensor, half: int, outside: bool) -> Tensor:
-    """Erosion by the ``(2 half + 1)``-square, pixels beyond the image counting as ``outside``."""
-    return _erode_line(_erode_line(masks, half, -1, outside), half, -2, outside)
-
-
-def inner_boundary(masks: Tensor) -> Tensor:
-    """M and not erode_3x3(M), pixels outside the image counting as inside M (the image border is
-    not a boundary)."""
-    return masks & ~erode_square(masks, 1, outside=True)
-
-
-def band_inside(masks: Tensor, depth: int) -> Tensor:
-    """M minus M eroded ``depth`` times by a 3x3 square after padding one pixel of zeros (Cheng et
-    al.): the pixels of M within ``depth`` (Chebyshev) of its complement or of the image border."""
-    # depth erosions by a 3x3 square = one erosion by the (2 depth + 1)-square; the zero frame makes
-    # everything within depth of the border erode, which "outside = not M" reproduces.
-    return masks & ~erode_square(masks, depth, outside=False)
-
-
-def disc_offsets(radius: float, device: torch.device | None = None) -> Tensor:
-    """``[M, 2]`` integer offsets ``(dy, dx)`` with ``dy^2 + dx^2 <= radius^2``."""
-    if radius < 0:
-        raise ValueError(f"a distance tolerance must be >= 0, got {radius}")
-    reach = math.floor(radius)
-    steps = torch.arange(-reach, reach + 1, device=device)
-    dy, dx = torch.meshgrid(steps, steps, indexing="ij")
-    inside = dy * dy + dx * dx <= radius * radius + 1e-9
-    return torch.stack([dy[inside], dx[inside]], dim=1)
-
-
-def count_true(masks: Tensor) -> Tensor:
-    """``[K]`` int64: True pixels per mask. For sparse masks (boundaries, bands) listing the True
-    pixels and counting them per mask is about four times faster than a sum over bool."""
-    return torch.bincount(torch.nonzero(masks)[:, 0], minlength=masks.shape[0])
-
-
-def count_within(queries: Tensor, references: Tensor, radius: float) -> tuple[Tensor, Tensor]:
-    """``([K], [K])`` int64: how many True pixels of ``queries[k]`` have a True pixel of
-    ``references[k]`` within Euclidean distance ``radius``, and how many True pixels ``queries[k]``
-    has (both ``[K, H, W]`` bool)."""
-    offsets = disc_offsets(radius, queries.device)
-    reach = math.floor(radius)
-    image, row, column = torch.nonzero(queries, as_tuple=True)
-    padded = F.pad(references.to(torch.uint8), [reach] * 4).bool()
-    hit = torch.zeros_like(image, dtype=torch.bool)
-    for dy, dx in offsets.tolist():
-        hit |= padded[image, row + reach + dy, column + reach + dx]
-    count = queries.shape[0]
-    return torch.bincount(image[hit], minlength=count), torch.bincount(image, minlength=count)
 
 
 def bounded_squared_distance(masks: Tensor, reach: int) -> Tensor:
