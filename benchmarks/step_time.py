@@ -42,12 +42,14 @@ ARCHITECTURES = {"pspnet": smp.PSPNet, "unet": smp.Unet}
 HALF_WIDTHS = (16, 32, 64, 64, 64)
 # name -> ASM keyword arguments (on top of ce_weight=1); "ce" is plain cross-entropy.
 LOSSES: dict[str, dict[str, Any]] = {"default": dict(ASM_DEFAULTS), "released": dict(RELEASED_ASM)}
+NINE = {"matched_layers": ASM_DEFAULTS["matched_layers"]}
+# The cost study's settings (docs/speed), all nine layers matched; "every k" = analyzer_every.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "default every2": {**ASM_DEFAULTS, "analyzer_every": 2},
-    "default every4": {**ASM_DEFAULTS, "analyzer_every": 4},
-    "default half widths": {**ASM_DEFAULTS, "analyzer_widths": HALF_WIDTHS},
-    "default every4 half": {**ASM_DEFAULTS, "analyzer_every": 4, "analyzer_widths": HALF_WIDTHS},
-    "default bf16": {**ASM_DEFAULTS, "analyzer_precision": "bfloat16"},
+    "every step": {**NINE, "analyzer_every": 1},  # the default before the cost study
+    "every4": {**NINE, "analyzer_every": 4},
+    "half widths": {**NINE, "analyzer_every": 1, "analyzer_widths": HALF_WIDTHS},
+    "every4 half widths": {**NINE, "analyzer_every": 4, "analyzer_widths": HALF_WIDTHS},
+    "default + bf16": {**ASM_DEFAULTS, "analyzer_precision": "bfloat16"},  # opt-in
 }
 
 

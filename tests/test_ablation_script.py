@@ -138,3 +138,23 @@ def test_cells_are_compared_with_ce_the_released_and_the_default_asm_of_their_ba
         "default": (base, ablation.DEFAULT),
     }
     assert names(lone) == {}
+
+
+def test_a_record_made_before_an_option_existed_matches_a_cell_that_pins_its_class_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    load_script(monkeypatch)  # puts benchmarks/ on the path for the study package
+    from study.cells import CELLS, DEFAULT
+    from study.runs import _resolved, _same_config, run_config
+
+    cell = next(c for c in CELLS if c.name == DEFAULT and c.base == "horses/unet-r18")
+    assert cell.asm["analyzer_every"] == 1  # pinned: the cell ran before the option existed
+    saved = _resolved(run_config(cell, 0, Path("elsewhere")))
+    older = {
+        **saved,
+        "loss": {**saved["loss"], "asm": {k: v for k, v in saved["loss"]["asm"].items() if k != "analyzer_every"}},
+    }
+    assert _same_config(older, cell, 0, None)
+    other = {**saved, "loss": {**saved["loss"], "asm": {**saved["loss"]["asm"], "analyzer_every": 2}}}
+    assert not _same_config(other, cell, 0, None)
+    assert not _same_config(saved, cell, 1, None)  # another seed is another run

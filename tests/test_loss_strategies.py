@@ -93,6 +93,7 @@ def test_asm_losses_take_the_study_defaults_unless_the_caller_sets_them(name: st
     default = build_loss(name, 3, total_steps=10).asm
     assert default.matched_layers == tuple(f"conv{i}" for i in range(1, 10))
     assert default.adversarial_weight == pytest.approx(0.012)  # not changed by the study
+    assert default.analyzer_every == 2  # chosen by the cost study (docs/speed)
     assert default.ce_weight == (1.0 if name == "asm+ce" else 0.0)
     chosen = build_loss(name, 3, asm_options={"matched_layers": ["conv3"], "adversarial_weight": 0.5}).asm
     assert chosen.matched_layers == ("conv3",) and chosen.adversarial_weight == pytest.approx(0.5)
@@ -102,8 +103,10 @@ def test_released_settings_are_the_class_defaults_and_reproduce_them_through_bui
     signature = inspect.signature(AdversarialStructureMatching.__init__).parameters
     assert set(RELEASED_ASM) <= set(signature)
     assert {key: signature[key].default for key in RELEASED_ASM} == RELEASED_ASM
-    assert RELEASED_ASM == {"matched_layers": ("conv1", "conv2"), "adversarial_weight": 0.012}  # the paper's code
+    # The paper's code: conv1-2, w_adv 0.012, the analyzer updated on every step.
+    assert RELEASED_ASM == {"matched_layers": ("conv1", "conv2"), "adversarial_weight": 0.012, "analyzer_every": 1}
     released = build_loss("asm+ce", 3, asm_options=RELEASED_ASM).asm
     plain = AdversarialStructureMatching(3, ce_weight=1.0)
     assert released.matched_layers == plain.matched_layers == ("conv1", "conv2")
     assert released.adversarial_weight == plain.adversarial_weight
+    assert released.analyzer_every == plain.analyzer_every == 1
