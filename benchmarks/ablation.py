@@ -9,12 +9,15 @@ kept, an interrupted one resumed, so the study continues where it stopped when s
     .venv/bin/python benchmarks/ablation.py --report-only       # rebuild docs/ablation from the runs
     .venv/bin/python benchmarks/ablation.py --only length riders  # some groups only
 
-All 127 runs take about four hours on 2 CPU cores (two runs at a time, one thread each: 1.4x the
+All 155 runs take about five hours on 2 CPU cores (two runs at a time, one thread each: 1.4x the
 throughput of one run on two threads for these small models; a 450-step U-Net-ResNet-18 run takes 3-5
 minutes, a PSPNet, FCN or Lite0 run 1-2). The cells are listed, and trained, in the order of what they
 decide, seed by seed within a base, so a study cut short still holds whole paired comparisons; seeds 3
 and 4 (of the cells that have five) come after every cell has its first three. The report lists the
 cells left out.
+
+The cells are data, in ``study/cells.py`` (the runs in ``study/runs.py``, the report in
+``study/report.py``); each run, and each cell at the end of a call, prints what it cost.
 
 The report (tables, paired differences, plots) goes to ``docs/ablation/``, with one small record per
 finished run in ``docs/ablation/runs/`` (versioned: the report is rebuilt from these alone); the run

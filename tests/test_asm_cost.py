@@ -106,7 +106,7 @@ def test_bfloat16_analyzer_passes_stay_close_to_float32_and_return_float32() -> 
     assert all(p.dtype == torch.float32 for p in low.analyzer.parameters())
     # The update ran in bf16: close to the float32 update, but not the same arithmetic.
     pairs = zip(low.analyzer.parameters(), full.analyzer.parameters(), strict=True)
-    differences = [float((p - q).abs().max()) for p, q in pairs]
+    differences = [float((p - q).detach().abs().max()) for p, q in pairs]
     assert max(differences) > 0
     assert max(differences) < 1e-3  # one SGD step of lr 0.01 on bounded losses
     for name in ("reconstruction", "adversarial", "matching"):
