@@ -1,16 +1,18 @@
 """What ASM costs: a CE training step, the default ASM+CE step and the released ASM+CE step, side by side.
 
 A training step is forward, loss, backward and SGD step of the segmenter; an ASM step also holds
-the analyzer's update on the same batch (or, with ``analyzer_every = k``, on every k-th step: the
-median then is a frozen step and the mean counts the updates, so both are printed). For each
-(segmenter, size, classes) cell the losses alternate round by round (CE, default, released, ...)
-so that machine noise hits all alike; medians and means are compared with CE's. Peak memory is
-the peak resident set over three steps of each loss, above what a fresh process held before them,
-on the CPU (Linux), and
-``torch.cuda.max_memory_allocated`` on CUDA, again as a ratio to CE's.
+the analyzer's update on the same batch (or, with ``analyzer_every = k``, on every k-th step). For
+each (segmenter, size, classes) cell the losses alternate round by round (CE, default, released,
+...) so that machine noise hits all alike. Printed per loss: the mean step (what training pays:
+with k > 1 one step in k holds an update, so the rounds must be a multiple of k), and the median of
+the steps without an analyzer update (every step for CE; for k = 1 every ASM step has one, and the
+median is of those), each also as a ratio to CE's. Peak memory is measured after one warm-up step
+(so optimizer state and first-call caches are in the baseline): the peak resident set over three
+more steps above what the process held before them on the CPU (Linux's VmHWM, "n/a" where it
+cannot be reset), ``torch.cuda.max_memory_allocated`` on CUDA, again as a ratio to CE's.
 
     .venv/bin/python benchmarks/step_time.py          # U-Net and PSPNet-ResNet-18, 128 and 256 px, 2 and 21 classes
-    .venv/bin/python benchmarks/step_time.py --models pspnet --sizes 128 --classes 21 --rounds 9
+    .venv/bin/python benchmarks/step_time.py --models pspnet --sizes 128 --classes 21 --rounds 8
     .venv/bin/python benchmarks/step_time.py --variants             # also the cost levers (docs/speed)
 
 Runs unchanged on CUDA (``--device cuda``, the default when a GPU is there).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -84,10 +87,18 @@ def training_step(
     return time.perf_counter() - start
 
 
+def updates_now(loss_fn: Callable[[Tensor, Tensor], Tensor]) -> bool:
+    """Whether the next call of this loss updates its analyzer (never for CE)."""
+    if not isinstance(loss_fn, AdversarialStructureMatching):
+        return False
+    return loss_fn.step % loss_fn.analyzer_every == 0
+
+
 def time_cell(
     architecture: str, size: int, classes: int, batch: int, names: list[str], rounds: int, device: torch.device
-) -> dict[str, list[float]]:
-    """Seconds per step of each loss, ``rounds`` alternating rounds after two warm-up rounds.
+) -> dict[str, list[tuple[float, bool]]]:
+    """(seconds, analyzer updated) per step of each loss, ``rounds`` alternating rounds after two
+    warm-up rounds.
 
     Every loss trains its own copy of the same segmenter (same initial weights), so that one loss's
     updates do not change what another one's step costs."""
@@ -96,16 +107,19 @@ def time_cell(
     setups = {
         name: (*make_segmenter(architecture, classes, device), make_loss(name, classes, device)) for name in names
     }
-    times: dict[str, list[float]] = {name: [] for name in names}
+    times: dict[str, list[tuple[float, bool]]] = {name: [] for name in names}
     for round_index in range(2 + rounds):
         for name, (model, optimizer, loss_fn) in setups.items():
+            updated = updates_now(loss_fn)
             seconds = training_step(model, optimizer, loss_fn, images, masks)
             if round_index >= 2:
-                times[name].append(seconds)
+                times[name].append((seconds, updated))
     return times
 
 
-def peak_memory(architecture: str, size: int, classes: int, batch: int, name: str, device: torch.device) -> float:
+def peak_memory(
+    architecture: str, size: int, classes: int, batch: int, name: str, device: torch.device
+) -> float | None:
     """Bytes a training step of this loss needs beyond the model and data (see the module docstring)."""
     if device.type == "cuda":
         model, optimizer = make_segmenter(architecture, classes, device)
@@ -120,9 +134,11 @@ def peak_memory(architecture: str, size: int, classes: int, batch: int, name: st
             training_step(model, optimizer, loss_fn, images, masks)
         return float(torch.cuda.max_memory_allocated(device) - base)
     # The CPU has no allocator statistics: a fresh process, its peak resident set over three steps
-    # above what it held before them (Linux's VmHWM, reset before the steps).
+    # above what it held before them (Linux's VmHWM, reset after a warm-up step).
     command = [sys.executable, __file__, "--_memory-probe", json.dumps([architecture, size, classes, batch, name])]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:  # e.g. /proc/self/clear_refs not writable here: no figure, not no benchmark
+        return None
     return float(result.stdout.strip().splitlines()[-1])
 
 
@@ -141,6 +157,7 @@ def _memory_probe(arguments: str) -> None:
     model, optimizer = make_segmenter(architecture, classes, device)
     loss_fn = make_loss(name, classes, device)
     images, masks = blob_segmentation_batch(batch, size, num_classes=classes, seed=0)
+    training_step(model, optimizer, loss_fn, images, masks)  # optimizer state exists from here on, as on CUDA
     base = _status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak to now: setup's peaks do not count
     for _ in range(3):
@@ -148,20 +165,29 @@ def _memory_probe(arguments: str) -> None:
     print((_status_kib("VmHWM") - base) * 1024)
 
 
-def report_cell(cell: str, times: dict[str, list[float]], memory: dict[str, float]) -> list[dict[str, Any]]:
-    ce_median, ce_mean = statistics.median(times["ce"]), statistics.fmean(times["ce"])
+def report_cell(
+    cell: str, times: dict[str, list[tuple[float, bool]]], memory: dict[str, float | None]
+) -> list[dict[str, Any]]:
+    def step_median(steps: list[tuple[float, bool]]) -> float:  # of the steps without an update, if any
+        plain = [seconds for seconds, updated in steps if not updated]
+        return statistics.median(plain or [seconds for seconds, _ in steps])
+
+    ce_median, ce_mean = step_median(times["ce"]), statistics.fmean(s for s, _ in times["ce"])
     rows = []
-    for name, values in times.items():
-        median, mean = statistics.median(values), statistics.fmean(values)
-        row = {"cell": cell, "loss": name, "median_s": median, "mean_s": mean}
-        row |= {"median_ratio": median / ce_median, "mean_ratio": mean / ce_mean}
-        if name in memory and memory.get("ce"):
-            row |= {"peak_MiB": memory[name] / 2**20, "memory_ratio": memory[name] / memory["ce"]}
+    for name, steps in times.items():
+        median, mean = step_median(steps), statistics.fmean(s for s, _ in steps)
+        row = {"cell": cell, "loss": name, "mean_s": mean, "median_s": median, "updates": sum(u for _, u in steps)}
+        row |= {"mean_ratio": mean / ce_mean, "median_ratio": median / ce_median}
+        peak, ce_peak = memory.get(name), memory.get("ce")
+        if peak is not None and ce_peak:
+            row |= {"peak_MiB": peak / 2**20, "memory_ratio": peak / ce_peak}
         rows.append(row)
         memory_text = f"{row['peak_MiB']:>9.0f} {row['memory_ratio']:>7.2f}" if "peak_MiB" in row else ""
+        if memory and "peak_MiB" not in row:
+            memory_text = f"{'n/a':>9} {'n/a':>7}"
         print(
-            f"{cell:<22}{name:<22}{median:>9.3f}{mean:>9.3f}{row['median_ratio']:>8.2f}{row['mean_ratio']:>8.2f}"
-            f"{memory_text}",
+            f"{cell:<22}{name:<22}{mean:>9.3f}{row['mean_ratio']:>8.2f}{median:>10.3f}{row['median_ratio']:>8.2f}"
+            f"{row['updates']:>4}/{len(steps):<3}{memory_text}",
             flush=True,
         )
     return rows
@@ -190,8 +216,14 @@ def main() -> None:
         f"torch {torch.__version__}, {args.device} ({threads}); batch {args.batch}; {args.rounds} alternating rounds; "
         f"default = {ASM_DEFAULTS}, released = {RELEASED_ASM}"
     )
+    every = [options.get("analyzer_every", 1) for name, options in {**LOSSES, **VARIANTS}.items() if name in names]
+    if args.rounds % math.lcm(*every):
+        parser.error(f"--rounds {args.rounds} must be a multiple of every analyzer_every timed ({sorted(set(every))})")
     memory_head = f"{'peak MiB':>9} {'mem/CE':>7}" if not args.no_memory else ""
-    print(f"{'cell':<22}{'loss':<22}{'median s':>9}{'mean s':>9}{'med/CE':>8}{'mean/CE':>8}{memory_head}")
+    print(
+        f"{'cell':<22}{'loss':<22}{'mean s':>9}{'mean/CE':>8}{'median s':>10}{'med/CE':>8}{'upd':>8}{memory_head}"
+        "   (median: of the steps without an analyzer update, where there are any)"
+    )
     rows: list[dict[str, Any]] = []
     for architecture, size, classes in itertools.product(args.models, args.sizes, args.classes):
         cell = f"{architecture} {size}px {classes}cls"

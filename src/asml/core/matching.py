@@ -98,8 +98,10 @@ class AdversarialStructureMatching(nn.Module):
         analyzer_every: update the analyzer on every k-th training call only (released 1: every
             call). The segmenter's loss is computed on every call; the analyzer's LR schedule and
             ``w_adv(t)`` still follow the call count, so ``total_steps`` keeps its meaning. The
-            update is most of what ASM adds to a step, so k = 4 makes ASM about three times cheaper
-            (``benchmarks/step_time.py``); what it costs in quality is measured in docs/speed.
+            update is most of what ASM adds to a step: k = 2 takes a third off what ASM adds, k = 4
+            about half (``benchmarks/step_time.py``); what it costs in quality is in docs/speed. On a
+            call without an update, ``latest`` keeps the last update's terms (not saved in the
+            state: after a resume they reappear with the next update).
         analyzer_precision: ``"float32"`` (default): the analyzer's update runs in float32 whatever
             the caller's autocast, its pass for the segmenter's loss in the caller's precision.
             ``"bfloat16"``: both run their convolutions under bf16 autocast (the normalisations,
