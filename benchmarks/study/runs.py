@@ -17,7 +17,6 @@ from typing import Any
 
 import yaml
 
-from asml.losses import RELEASED_ASM as LIBRARY_RELEASED_ASM
 from study.cells import BASES, HINGE, THREE, Cell
 
 
@@ -68,14 +67,20 @@ def _asm_class_defaults() -> dict[str, Any]:
     return {name: list(value) if isinstance(value, tuple) else value for name, value in defaults.items()}
 
 
+# ASM options that the cells began to pin after records had been written without them: such a record
+# ran with the class's default. Only these are filled in: elsewhere a missing option means
+# ``ASM_DEFAULTS`` (``asml train``), not the class's default.
+PINNED_LATER = ("analyzer_every",)
+
+
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's config without where it lives, ASM options completed with the class's defaults: a
-    record written before an option existed (or was pinned by the cells) ran with its default."""
+    """A run's config without where it lives, the options of ``PINNED_LATER`` filled in with the
+    class's defaults where missing."""
     config = _without_run_dir(config)
     loss = config.get("loss")
     if isinstance(loss, dict) and loss.get("name", "").startswith("asm"):
         defaults = _asm_class_defaults()
-        pinned = {name: defaults[name] for name in LIBRARY_RELEASED_ASM if name in defaults}
+        pinned = {name: defaults[name] for name in PINNED_LATER}
         config = {**config, "loss": {**loss, "asm": {**pinned, **loss.get("asm", {})}}}
     return config
 
