@@ -2,7 +2,8 @@
 
 One call per training step, ``loss = asm(logits, target)``:
 
-1. (training mode, gradients enabled) the analyzer's update on this batch: the adversarial hinge
+1. (training mode, gradients enabled; on every ``analyzer_every``-th call, every call by default)
+   the analyzer's update on this batch: the adversarial hinge
    between the ground truth and the hard negative ``one_hot(argmax(logits))`` with the decaying
    weight ``w_adv(t)``, plus the reconstruction loss R(A(y)) vs y; SGD step of the analyzer's own
    optimizer and LR schedule. Nothing of it reaches the segmenter (the negative is detached).
