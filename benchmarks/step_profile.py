@@ -23,7 +23,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
@@ -31,8 +30,7 @@ from torch.profiler import ProfilerActivity, profile
 from asml import AdversarialStructureMatching
 from asml.data import blob_segmentation_batch
 from asml.losses import ASM_DEFAULTS
-
-ARCHITECTURES = {"pspnet": smp.PSPNet, "unet": smp.Unet}
+from step_time import ARCHITECTURES, make_segmenter  # the same segmenters as the step-time benchmark
 
 
 def timed(method: Callable[..., Any], bucket: list[float]) -> Callable[..., Any]:
@@ -71,11 +69,15 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=12)
     parser.add_argument("--options", default="{}", help="ASM keyword arguments (JSON) on top of the default")
     args = parser.parse_args()
-    options = {**ASM_DEFAULTS, "ce_weight": 1.0, **json.loads(args.options)}
+    try:
+        given = json.loads(args.options)
+    except json.JSONDecodeError as error:
+        parser.error(f"--options must be a JSON object of ASM keyword arguments, got {args.options!r}: {error}")
+    if not isinstance(given, dict):
+        parser.error(f"--options must be a JSON object of ASM keyword arguments, got {args.options!r}")
+    options = {**ASM_DEFAULTS, "ce_weight": 1.0, **given}
     images, masks = blob_segmentation_batch(args.batch, args.size, num_classes=args.classes, seed=0)
-    torch.manual_seed(0)
-    model = ARCHITECTURES[args.model]("resnet18", encoder_weights=None, classes=args.classes)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    model, optimizer = make_segmenter(args.model, args.classes, torch.device("cpu"))
     with torch.no_grad():
         logits = model(images)
 
@@ -85,7 +87,10 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    asm = AdversarialStructureMatching(args.classes, total_steps=1000, **options)
+    try:
+        asm = AdversarialStructureMatching(args.classes, total_steps=1000, **options)
+    except (TypeError, ValueError) as error:  # an unknown keyword or a bad value, named by the class
+        parser.error(f"--options: {error}")
     phases: dict[str, list[float]] = defaultdict(list)
     asm._update_analyzer = timed(asm._update_analyzer, phases["analyzer update (per update)"])  # type: ignore[method-assign]
     asm._segmenter_loss = timed(asm._segmenter_loss, phases["segmenter pass, forward"])  # type: ignore[method-assign]
