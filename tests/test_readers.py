@@ -166,7 +166,7 @@ def test_split_problems_are_named(tmp_path: Path) -> None:
         FolderSegmentation(tmp_path, split="empty", num_classes=4)
     with pytest.raises(DatasetError, match=r"split file .*nosuch.txt does not exist"):
         FolderSegmentation(tmp_path, split="nosuch", num_classes=4)
-    with pytest.raises(DatasetError, match=r"id 'ghost' is listed but no image .*ghost.png\|.jpg\|.jpeg exists"):
+    with pytest.raises(DatasetError, match=r"id 'ghost' is listed but its image .*ghost.png\|.jpg\|.jpeg does not"):
         FolderSegmentation(tmp_path, split="ghost", num_classes=4)
     (tmp_path / "images" / "b.png").write_bytes((tmp_path / "images" / "a.png").read_bytes())
     (tmp_path / "splits" / "nomask.txt").write_text("b\n")

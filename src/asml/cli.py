@@ -51,8 +51,18 @@ def _add_compare(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _add_data(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from asml.data.builtin import BUILTIN_DATASETS, SPLIT_SIZES
 
-    data = commands.add_parser("data", help="look at the built-in datasets")
+    data = commands.add_parser("data", help="check a dataset, or look at the built-in ones")
     actions = data.add_subparsers(dest="action", required=True)
+    check = actions.add_parser(
+        "check",
+        help="read every sample of a config's train and val splits; list each bad file, then the class histogram",
+        description="Read every sample of the config's train and val splits once, fully, as training would. "
+        "Each bad file is listed with its path (unreadable or truncated, image and mask sizes differ, labels "
+        "outside the classes, wrong channels, listed ids without files), then pixels and images per class and "
+        "split, and the classes that never occur. Exit status 1 if any problem was found. Writes nothing.",
+    )
+    check.add_argument("config", help="YAML config (its data section is checked)")
+    check.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. data.root=/data/voc")
     preview = actions.add_parser(
         "preview",
         help="write a picture of a built-in dataset's samples",
@@ -173,6 +183,36 @@ def _run_preview(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     return 0
 
 
+def _run_data_check(args: argparse.Namespace) -> int:
+    from asml.data import DatasetError
+    from asml.data.check import SplitReport, check_dataset, format_report
+    from asml.engine.config import load_config
+    from asml.engine.data import open_split
+    from asml.engine.progress import ProgressBar
+
+    config = load_config(args.config, args.overrides)
+    reports: list[SplitReport] = []
+    class_names: tuple[str, ...] = ()
+    unopened = []
+    for split in dict.fromkeys((config.data.train_split, config.data.val_split)):
+        try:
+            dataset = open_split(config.data, split)
+        except DatasetError as error:  # e.g. listed ids without files: named together by the reader
+            unopened.append(f"{split}: {error}")
+            continue
+        class_names = tuple(dataset.class_names)  # type: ignore[attr-defined]
+        with ProgressBar(f"check {split}", len(dataset), unit="img") as bar:  # type: ignore[arg-type]
+            ignore = getattr(dataset, "ignore_index", 255)
+            reports.append(check_dataset(split, dataset, len(class_names), ignore, bar.advance))
+    for message in unopened:
+        print(message)
+    if reports:
+        print(format_report(reports, class_names))
+    bad = len(unopened) + sum(len(report.problems) for report in reports)
+    print(f"{bad} problem(s) found" if bad else "no problems found")
+    return 1 if bad else 0
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from asml.engine.config import load_config
     from asml.engine.trainer import train
@@ -238,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "data":
+    if args.command == "data" and args.action == "preview":
         return _run_preview(parser, args)
     runners = {
         "train": _run_train,
@@ -246,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "predict": _run_predict,
         "demo": _run_demo,
         "compare": _run_compare,
+        "data": _run_data_check,
     }
     try:
         return runners[args.command](args)

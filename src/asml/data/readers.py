@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "CITYSCAPES_CLASSES",
+    "MASK_MODES",
     "VOC_CLASSES",
     "CityscapesSegmentation",
     "DatasetError",
@@ -53,6 +54,7 @@ _CITYSCAPES_TRAIN_IDS = {
     24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
 }  # fmt: skip
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MASK_MODES = ("P", "L", "I", "I;16", "1")  # PIL modes whose pixel values are class indices
 
 
 class DatasetError(ValueError):
@@ -88,7 +90,7 @@ def read_image(path: Path, channels: int = 3) -> Tensor:
 def read_label_png(path: Path) -> np.ndarray:
     """Class indices ``[H, W]`` from a palette (``P``) or single-channel PNG; RGB masks are refused."""
     mask = _open_picture(path, "mask")
-    if mask.mode not in ("P", "L", "I", "I;16", "1"):
+    if mask.mode not in MASK_MODES:
         raise DatasetError(
             f"mask {path} is {mask.mode} with {len(mask.getbands())} channels; expected a palette or "
             "single-channel PNG whose pixel values are class indices"
@@ -194,10 +196,19 @@ def _read_split(split_file: Path) -> list[str]:
 
 
 def _require_files(samples: list[Sample]) -> list[Sample]:
-    for sample in samples:
-        for kind, path in (("image", sample.image), ("mask", sample.mask)):
-            if not path.is_file():
-                raise DatasetError(f"id {sample.sample_id!r} is listed but its {kind} {path} does not exist")
+    """The samples, if every listed image and mask exists; else one error naming the missing files."""
+    missing = [
+        f"id {sample.sample_id!r} is listed but its {kind} {path} does not exist"
+        for sample in samples
+        for kind, path in (("image", sample.image), ("mask", sample.mask))
+        if not path.is_file()
+    ]
+    if len(missing) == 1:
+        raise DatasetError(missing[0])
+    if missing:
+        shown = "\n  ".join(missing[:10])
+        more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise DatasetError(f"{len(missing)} listed files do not exist:\n  {shown}{more}")
     return samples
 
 
@@ -408,10 +419,10 @@ class FolderSegmentation(SegmentationFiles):
 
     @staticmethod
     def _find_image(root: Path, sample_id: str) -> Path:
+        """The image of ``sample_id`` in whichever suffix exists; if none does, a path that does not exist
+        and reads as the alternatives (``<id>.png|.jpg|.jpeg``), so missing files are named together."""
         for suffix in IMAGE_SUFFIXES:
             path = root / "images" / f"{sample_id}{suffix}"
             if path.is_file():
                 return path
-        raise DatasetError(
-            f"id {sample_id!r} is listed but no image {root / 'images' / sample_id}.png|.jpg|.jpeg exists"
-        )
+        return root / "images" / (sample_id + "|".join(IMAGE_SUFFIXES))

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from asml.data import (
     BuiltinSegmentation,
     CityscapesSegmentation,
+    DatasetError,
     EvalTransform,
     FolderSegmentation,
     TrainTransform,
@@ -27,7 +28,7 @@ from asml.data import (
 )
 from asml.engine.config import ConfigError, DataConfig
 
-__all__ = ["DataBundle", "build_data", "training_batches", "validation_loader"]
+__all__ = ["DataBundle", "build_data", "check_headers", "open_split", "training_batches", "validation_loader"]
 
 RawDataset = Dataset[tuple[Tensor, Tensor]]
 
@@ -43,7 +44,8 @@ class DataBundle:
         self.eval_transform = EvalTransform(size=config.eval_size)
 
 
-def _open(config: DataConfig, split: str) -> RawDataset:
+def open_split(config: DataConfig, split: str) -> RawDataset:
+    """The raw (untransformed) dataset of ``split`` as the config describes it."""
     kind = config.dataset
     if kind.startswith("builtin:"):
         return BuiltinSegmentation(kind.split(":", 1)[1], split, size=config.size)
@@ -64,13 +66,28 @@ def _open(config: DataConfig, split: str) -> RawDataset:
 
 def build_data(config: DataConfig) -> DataBundle:
     """Open the train and validation splits named in the config."""
-    train, val = _open(config, config.train_split), _open(config, config.val_split)
+    train, val = open_split(config, config.train_split), open_split(config, config.val_split)
     if config.val_images is not None:
         val = Subset(val, range(min(config.val_images, len(val))))  # type: ignore[arg-type]
     names = getattr(train, "class_names", None)
     if names is None:
         raise ConfigError(f"dataset {config.dataset!r} does not name its classes")
     return DataBundle(train, val, names, config)
+
+
+def check_headers(bundle: DataBundle, shown: int = 10) -> None:
+    """Refuse a dataset whose file headers show problems (see ``asml.data.check.header_problems``),
+    naming the first ``shown`` bad files; the full check is ``asml data check``."""
+    from asml.data.check import header_problems
+
+    problems = header_problems(bundle.train) + header_problems(bundle.val)
+    if problems:
+        listed = "\n  ".join(problems[:shown])
+        more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
+        raise DatasetError(
+            f"{len(problems)} bad file(s) in the dataset, found before training:\n  {listed}{more}\n"
+            "`asml data check CONFIG` reads every sample and lists every problem"
+        )
 
 
 class _Augmented(Dataset[tuple[Tensor, Tensor]]):

@@ -12,8 +12,8 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +25,11 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from asml.core import PolyDecay, cross_entropy_over_valid
+from asml.data import DatasetError
 from asml.engine.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_atomic, step_path
 from asml.engine.config import ConfigError, RunConfig
-from asml.engine.data import DataBundle, build_data, training_batches, validation_loader
+from asml.engine.data import DataBundle, build_data, check_headers, training_batches, validation_loader
+from asml.engine.progress import ProgressBar, format_values
 from asml.losses import SegmentationLoss, build_loss
 from asml.metrics import SegmentationMetrics, format_table, to_json
 from asml.models import SegmentationModel, build
@@ -142,13 +144,10 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 class _Logger:
-    """JSON lines and TensorBoard on the main process; a progress bar or plain lines on the terminal."""
+    """JSON lines and TensorBoard on the main process (the progress bar is ``ProgressBar``'s)."""
 
-    def __init__(self, run_dir: Path, total_steps: int, enabled: bool) -> None:
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
         self.enabled = enabled
-        self.total = total_steps
-        self.start = time.perf_counter()
-        self.interactive = enabled and sys.stdout.isatty()
         self.writer: Any = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
@@ -172,21 +171,11 @@ class _Logger:
             for name, picture in pictures.items():
                 self.writer.add_image(name, picture, step)
 
-    def progress(self, step: int, first_step: int, values: dict[str, float], images_per_step: int) -> None:
-        if not self.enabled:
-            return
-        elapsed = time.perf_counter() - self.start
-        done = step - first_step
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
-        parts = "  ".join(f"{k} {v:.4f}" for k, v in values.items() if "/" not in k)
-        line = f"step {step}/{self.total}  {parts}  {rate * images_per_step:.1f} img/s  ETA {eta:.0f} s"
-        print(("\r" + line) if self.interactive else line, end="" if self.interactive else "\n", flush=True)
+    def __enter__(self) -> _Logger:
+        return self
 
-    def close(self) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self.enabled:
-            if self.interactive:
-                print()
             self.writer.close()
             self.jsonl.close()
 
@@ -200,15 +189,21 @@ def evaluate(
     rank: int = 0,
     world: int = 1,
     workers: int = 0,
+    progress: bool = True,
 ) -> dict[str, Tensor]:
-    """Whole-image evaluation of ``model`` on the validation set; reduced across processes."""
+    """Whole-image evaluation of ``model`` on the validation set; reduced across processes.
+
+    ``progress`` shows a bar over the images on a terminal (on the first process only)."""
     was_training = model.training
     model.eval()
     metrics = SegmentationMetrics(bundle.num_classes, trimap_widths=trimap_widths, class_names=bundle.class_names)
     metrics = metrics.to(device)
-    for image, mask in validation_loader(bundle, rank, world, workers):
-        logits = model(image.to(device))
-        metrics.update(logits.argmax(dim=1), mask.to(device))
+    loader = validation_loader(bundle, rank, world, workers)
+    with ProgressBar("eval", len(loader), unit="img", enabled=rank == 0 and progress) as bar:
+        for image, mask in loader:
+            logits = model(image.to(device))
+            metrics.update(logits.argmax(dim=1), mask.to(device))
+            bar.advance()
     result = metrics.compute()
     model.train(was_training)
     return result
@@ -241,6 +236,27 @@ def _scalar_summary(result: dict[str, Tensor]) -> dict[str, float]:
     for width, value in zip(result["trimap_widths"].tolist(), result["trimap_mIoU"].tolist(), strict=True):
         summary[f"trimap_mIoU@{width:g}px"] = value
     return summary
+
+
+def _next_batch(batches: Iterator[tuple[Tensor, Tensor]], step: int, checkpoints: Path) -> tuple[Tensor, Tensor]:
+    """The next training batch; a bad sample stops training with its file named and the way back."""
+    try:
+        return next(batches)
+    except DatasetError as error:
+        message = str(error).strip()
+        if message.startswith("Caught DatasetError"):  # from a loader worker: the original message is last
+            message = message.splitlines()[-1].split("DatasetError: ", 1)[-1]
+        last = latest_checkpoint(checkpoints)
+        kept = f"the last checkpoint, {last}, is intact" if last is not None else "no checkpoint was written yet"
+        raise DatasetError(
+            f"{message}\ntraining stopped at step {step}; {kept}: fix the file, then run the same command with --resume"
+        ) from None
+
+
+def _headline(summary: dict[str, float]) -> str:
+    """``mIoU 61.2  BF 13.8  boundary IoU 20.1`` (in %) for the eval line."""
+    shown = {"mIoU": "mIoU", "BF": "BF", "mean_boundary_IoU": "boundary IoU"}
+    return "  ".join(f"{label} {100 * summary[key]:.1f}" for key, label in shown.items())
 
 
 def _check_finite(loss: Tensor, loss_fn: SegmentationLoss, step: int) -> None:
@@ -296,6 +312,7 @@ def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[
     processes = _start_processes(config.train.device)
     _check_devices(config, processes.device)
     bundle = build_data(config.data)  # before the run directory: a missing dataset leaves nothing behind
+    check_headers(bundle)  # bad files found in seconds, not when their batch comes up
     run_dir = _prepare_run_directory(config, resume, force, processes)
     checkpoints = run_dir / "checkpoints"
     torch.manual_seed(config.seed)
@@ -329,7 +346,9 @@ def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[
     if processes.world > 1:
         model = DistributedDataParallel(model, find_unused_parameters=True)
 
-    logger = _Logger(run_dir, config.train.steps, processes.is_main)
+    logger = _Logger(run_dir, processes.is_main)
+    bar = ProgressBar("train", config.train.steps, completed=start_step, enabled=processes.is_main)
+    images_per_step = config.data.batch_size * processes.world
     batches = training_batches(
         bundle, config.data.batch_size, start_step, config.seed, processes.rank, processes.world, config.data.workers
     )
@@ -337,10 +356,10 @@ def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[
     loss_fn.train()
     result: dict[str, Tensor] | None = None
     training_seconds = 0.0  # data, forward, loss, backward and update; not evaluation or checkpoints
-    try:
+    with logger, bar:
         for step in range(start_step + 1, config.train.steps + 1):
             step_start = time.perf_counter()
-            images, masks = (t.to(processes.device) for t in next(batches))
+            images, masks = (t.to(processes.device) for t in _next_batch(batches, step, checkpoints))
             with _autocast(config, processes.device):
                 if config.model.aux:
                     logits, aux = model(images, return_aux=True)
@@ -359,12 +378,13 @@ def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[
             scaler.update()
             scheduler.step()
             training_seconds += time.perf_counter() - step_start
+            bar.advance()
 
             if step % config.train.log_every == 0 or step == config.train.steps:
                 learning_rate = float(scheduler.get_last_lr()[0])
                 values = {"loss": float(loss.detach()), **loss_fn.latest_scalars(), "lr": learning_rate}
                 logger.record(step, "train", values)
-                logger.progress(step, start_step, values, config.data.batch_size * processes.world)
+                bar.report(f"{format_values(values)}  {bar.rate() * images_per_step:.1f} img/s")
             if step % config.train.eval_every == 0 or step == config.train.steps:
                 result = evaluate(
                     _unwrap(model), bundle, processes.device, config.train.trimap_widths,
@@ -373,6 +393,7 @@ def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[
                 summary = _scalar_summary(result)
                 logger.record(step, "eval", summary)
                 if processes.is_main:
+                    print(f"eval at step {step}: " + _headline(summary), flush=True)
                     logger.pictures(step, _validation_pictures(model, bundle, loss_fn, processes.device))
                 score = summary.get(config.train.best_metric, float("nan"))
                 if score > best["value"]:
@@ -390,8 +411,6 @@ def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[
                 )
                 save_atomic(payload, step_path(checkpoints, step))
                 prune_checkpoints(checkpoints, config.train.keep_last)
-    finally:
-        logger.close()
     if result is None:  # resumed after the last step: evaluate what is there
         result = evaluate(_unwrap(model), bundle, processes.device, config.train.trimap_widths,
                           processes.rank, processes.world, 0)  # fmt: skip

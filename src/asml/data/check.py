@@ -1,0 +1,174 @@
+"""Checking a dataset before training on it: every bad file named up front, not hours into a run.
+
+Two levels:
+
+* ``header_problems``: cheap, run by ``asml train`` before it writes anything. Opens every image and
+  mask file's header only (no decoding): unreadable headers, wrong channel counts and image/mask
+  size mismatches. Listed ids without files are already refused when the reader is built.
+* ``check_dataset``: what ``asml data check`` does. Reads every sample once, fully, as training
+  would, and collects each problem (truncated or undecodable files, labels outside the classes,
+  sizes, channels) with the file it is in, plus the class histogram of the split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from asml.data.readers import MASK_MODES, DatasetError, SegmentationFiles
+
+__all__ = ["SplitReport", "check_dataset", "header_problems"]
+
+_IMAGE_MODES = {3: "RGB", 1: "L"}
+
+
+def _header(path: object, kind: str) -> tuple[str, tuple[int, int]] | str:
+    """``(mode, (width, height))`` from a file's header, or the problem as a message naming the file."""
+    try:
+        with Image.open(path) as opened:  # type: ignore[arg-type]
+            return opened.mode, opened.size
+    except FileNotFoundError:
+        return f"{kind} {path} does not exist"
+    except (UnidentifiedImageError, OSError) as error:
+        return f"cannot read {kind} {path}: {error}"
+
+
+def header_problems(dataset: Dataset[tuple[Tensor, Tensor]]) -> list[str]:
+    """Problems visible in the file headers of a file-backed dataset (``SegmentationFiles``), one
+    message per bad sample naming its file; an empty list for datasets without files (built-in)."""
+    if not isinstance(dataset, SegmentationFiles):
+        return []
+    problems = []
+    expected_mode = _IMAGE_MODES.get(dataset.image_channels)
+    for sample in dataset.samples:
+        image = _header(sample.image, "image")
+        if isinstance(image, str):
+            problems.append(image)
+            continue
+        if image[0] != expected_mode:
+            channels = dataset.image_channels
+            problems.append(f"image {sample.image} is mode {image[0]}; expected {channels} channel(s), {expected_mode}")
+            continue
+        if sample.mask.suffix != ".png":  # SBD's .mat masks have no cheap header; the full check reads them
+            continue
+        mask = _header(sample.mask, "mask")
+        if isinstance(mask, str):
+            problems.append(mask)
+        elif mask[0] not in MASK_MODES:
+            problems.append(f"mask {sample.mask} is mode {mask[0]}; expected a palette or single-channel PNG")
+        elif mask[1] != image[1]:
+            (mw, mh), (iw, ih) = mask[1], image[1]
+            problems.append(
+                f"mask {sample.mask} is {mw}x{mh} but image {sample.image} is {iw}x{ih} (width x height); "
+                "they must be the same size"
+            )
+    return problems
+
+
+@dataclass
+class SplitReport:
+    """What ``check_dataset`` found in one split.
+
+    Attributes:
+        name: the split's name.
+        samples: samples read.
+        problems: one message per bad sample, naming its file.
+        pixels: ``int64 [num_classes]`` labelled pixels per class over the good samples.
+        images: ``int64 [num_classes]`` good samples holding each class.
+        ignored: pixels with the ignore label.
+    """
+
+    name: str
+    samples: int
+    num_classes: int
+    problems: list[str] = field(default_factory=list)
+    pixels: Tensor = field(init=False)
+    images: Tensor = field(init=False)
+    ignored: int = 0
+
+    def __post_init__(self) -> None:
+        self.pixels = torch.zeros(self.num_classes, dtype=torch.int64)
+        self.images = torch.zeros(self.num_classes, dtype=torch.int64)
+
+    def absent(self) -> list[int]:
+        """Classes no good sample of the split holds."""
+        return [index for index, count in enumerate(self.images.tolist()) if count == 0]
+
+
+def _raw_sample(dataset: Dataset[tuple[Tensor, Tensor]]) -> Callable[[int], tuple[Tensor, Tensor]]:
+    """The untransformed ``(image, mask)`` reader of a dataset."""
+    for name in ("load", "generate"):  # SegmentationFiles, BuiltinSegmentation
+        reader = getattr(dataset, name, None)
+        if reader is not None:
+            return reader  # type: ignore[no-any-return]
+    return dataset.__getitem__
+
+
+def check_dataset(
+    name: str,
+    dataset: Dataset[tuple[Tensor, Tensor]],
+    num_classes: int,
+    ignore_index: int | None = 255,
+    advance: Callable[[], None] | None = None,
+) -> SplitReport:
+    """Read every sample of ``dataset`` once and report its problems and class histogram.
+
+    Args:
+        name: the split's name, for the report.
+        dataset: yields ``(image [C, H, W], mask [H, W])``; a reader's ``DatasetError`` is a problem.
+        num_classes: labels must lie in ``[0, num_classes)`` or equal ``ignore_index``.
+        ignore_index: the void label.
+        advance: called after each sample (a progress bar's ``advance``).
+    """
+    read = _raw_sample(dataset)
+    total = len(dataset)  # type: ignore[arg-type]
+    report = SplitReport(name, total, num_classes)
+    for index in range(total):
+        try:
+            _image, mask = read(index)
+            labels = mask.reshape(-1).long()
+            valid = labels != ignore_index if ignore_index is not None else torch.ones_like(labels, dtype=torch.bool)
+            outside = valid & ((labels < 0) | (labels >= num_classes))
+            if bool(outside.any()):
+                values = sorted(set(labels[outside].tolist()))[:5]
+                raise DatasetError(f"sample {index} of {name!r} holds labels {values}; expected [0, {num_classes})")
+            counts = torch.bincount(labels[valid], minlength=num_classes)
+            report.pixels += counts
+            report.images += (counts > 0).long()
+            report.ignored += int((~valid).sum())
+        except DatasetError as error:
+            report.problems.append(str(error))
+        if advance is not None:
+            advance()
+    return report
+
+
+def format_report(reports: Sequence[SplitReport], class_names: Sequence[str]) -> str:
+    """The problems, then a table of pixels and images per class and split, then absent classes."""
+    lines: list[str] = []
+    for report in reports:
+        if report.problems:
+            lines.append(f"{report.name}: {len(report.problems)} bad sample(s) of {report.samples}")
+            lines += [f"  {problem}" for problem in report.problems]
+        else:
+            lines.append(f"{report.name}: all {report.samples} samples read")
+    width = max(len(n) for n in class_names)
+    header = f"{'class':<{width}}" + "".join(f"  {r.name + ' pixels %':>16}  {r.name + ' images':>14}" for r in reports)
+    lines += ["", header]
+    for index, class_name in enumerate(class_names):
+        row = f"{class_name:<{width}}"
+        for report in reports:
+            total = int(report.pixels.sum()) or 1
+            row += f"  {100 * int(report.pixels[index]) / total:>16.2f}  {int(report.images[index]):>14d}"
+        lines.append(row)
+    for report in reports:
+        lines.append(f"{report.name}: {report.ignored} ignored pixel(s)")
+        absent = report.absent()
+        if absent:
+            lines.append(f"{report.name}: classes that never occur: {', '.join(class_names[i] for i in absent)}")
+    return "\n".join(lines)
