@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,pretrained]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,pretrained,export,lightning]'
 	touch $(STAMP)
 
 ## demo: install, then train a small segmenter with ASM on generated data and print its losses

@@ -77,6 +77,22 @@ def _add_data(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     preview.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
+def _add_export(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write a trained segmenter as TorchScript or ONNX, for use without asml",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Export the segmenter of a run (its best checkpoint, else the latest) or of a checkpoint "
+        "file. Only the segmenter: the analyzer is for training only. The exported model takes normalised "
+        "images float32 [B, 3, H, W] of any batch and size and returns logits [B, C, H, W].",
+    )
+    export.add_argument("run", help="run directory or checkpoint file (.pt)")
+    export.add_argument("--format", choices=["torchscript", "onnx"], required=True, help="file format")
+    export.add_argument("--out", required=True, help="file to write")
+    export.add_argument("--size", type=int, nargs=2, default=[64, 64], metavar=("H", "W"), help="example image size")
+    export.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
 def _add_train_eval_predict(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from asml.engine.config import describe_defaults
 
@@ -112,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_compare(commands)
     _add_train_eval_predict(commands)
+    _add_export(commands)
     _add_data(commands)
     return parser
 
@@ -269,11 +286,27 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from asml.engine.config import ConfigError
+    from asml.engine.export import export_segmenter
+    from asml.engine.trainer import load_model_from_checkpoint
+
+    if min(args.size) < 1:
+        raise ConfigError(f"--size takes a positive height and width, got {args.size[0]} {args.size[1]}")
+    model, _, class_names = load_model_from_checkpoint(Path(args.run))
+    written = export_segmenter(model, Path(args.out), args.format, tuple(args.size), overwrite=args.force)
+    print(f"wrote {written} ({args.format}; {model.architecture}-{model.encoder}, {len(class_names)} classes)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asml`` console script; returns the process exit code."""
     from asml.data.readers import DatasetError
     from asml.engine.checkpoint import CheckpointError
     from asml.engine.config import ConfigError
+    from asml.engine.export import ExportError
     from asml.engine.trainer import NonFiniteLossError, RunDirectoryError
 
     parser = build_parser()
@@ -287,10 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _run_demo,
         "compare": _run_compare,
         "data": _run_data_check,
+        "export": _run_export,
     }
     try:
         return runners[args.command](args)
-    except (ConfigError, DatasetError, CheckpointError, RunDirectoryError, FileExistsError) as error:
+    except (ConfigError, DatasetError, CheckpointError, RunDirectoryError, ExportError, FileExistsError) as error:
         print(f"asml {args.command}: error: {error}", file=sys.stderr)
         return 2
     except NonFiniteLossError as error:

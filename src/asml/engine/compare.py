@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from asml.engine.config import ConfigError, RunConfig
+from asml.engine.progress import ProgressBar
 from asml.engine.trainer import train
 
 __all__ = ["aggregate", "run_directory", "run_grid"]
@@ -30,18 +31,23 @@ def run_grid(base: RunConfig, losses: Sequence[str], seeds: Sequence[int], out_d
     """Train every (loss, seed) not finished yet; resume the interrupted ones."""
     if not losses or not seeds:
         raise ConfigError("compare needs at least one loss and one seed")
-    for seed in seeds:
-        for loss in losses:
+    grid = [(loss, seed) for seed in seeds for loss in losses]
+    with ProgressBar("compare", len(grid), unit="run") as bar:
+        for loss, seed in grid:
             run_dir = run_directory(out_dir, loss, seed)
             if (run_dir / "final_metrics.json").is_file():
                 print(f"[compare] {loss} seed {seed}: finished earlier, kept")
+                bar.advance()
                 continue
             config = base.model_copy(deep=True)
             config.run_dir, config.seed = str(run_dir), seed
             config.loss.name = loss  # type: ignore[assignment]
             resume = (run_dir / "checkpoints").is_dir()
             print(f"[compare] {loss} seed {seed}: {'resuming' if resume else 'training'} in {run_dir}")
+            bar.show(f"{loss} seed {seed}")
             train(RunConfig.model_validate(config.model_dump()), resume=resume, force=False)
+            bar.advance()
+            bar.report(f"{loss} seed {seed} done")
 
 
 def _mean_std(values: list[float]) -> dict[str, float | None]:

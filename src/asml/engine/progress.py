@@ -128,6 +128,11 @@ class ProgressBar:
         if self.task is not None and _Display.progress is not None:
             _Display.progress.update(self.task, completed=self.completed)
 
+    def show(self, info: str) -> None:
+        """Show ``info`` next to the bar on a terminal; print nothing elsewhere."""
+        if self.task is not None and _Display.progress is not None:
+            _Display.progress.update(self.task, info=info)
+
     def report(self, info: str) -> None:
         """Show ``info`` (e.g. the latest losses) next to the bar, or, off a terminal, print one line:
         ``<description> <done>/<total>  <info>  <rate>  ETA <seconds> s``."""

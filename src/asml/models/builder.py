@@ -75,14 +75,14 @@ class SegmentationModel(nn.Module):
         pad_right = -width % self.size_multiple
         padded = F.pad(images, (0, pad_right, 0, pad_bottom)) if pad_bottom or pad_right else images
         output = self.network(padded)
-        logits, aux = _split_outputs(output)
+        logits, aux = split_outputs(output)
         logits = logits[..., :height, :width]
         if not return_aux:
             return logits
         return logits, {name: value[..., :height, :width] for name, value in aux.items()}
 
 
-def _split_outputs(output: Tensor | dict[str, Tensor] | tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
+def split_outputs(output: Tensor | dict[str, Tensor] | tuple[Tensor, ...]) -> tuple[Tensor, dict[str, Tensor]]:
     """Main logits and named auxiliary logits from a zoo model's output (tensor, dict or tuple)."""
     if isinstance(output, Tensor):
         return output, {}
