@@ -108,6 +108,10 @@ def test_demo_runs_its_comparison_and_prints_the_report_path(
         == 0
     )
     printed = capsys.readouterr().out
-    assert "built-in riders: CE vs ASM" in printed and f"report: {out / 'riders' / 'report.html'}" in printed
+    assert "built-in riders, 1 steps: CE vs ASM" in printed and f"report: {out / 'riders' / 'report.html'}" in printed
     results = json.loads((out / "riders" / "results.json").read_text())
     assert results["losses"] == ["ce", "asm"] and results["class_names"] == ["background", "horse", "rider", "lance"]
+    # Two runs at a time (the demo's default): each an `asml train` process with its own log.
+    for run in ("ce-seed0", "asm-seed0"):
+        assert "train 1/1" in (out / "riders" / "runs" / f"{run}.log").read_text()
+        assert (out / "riders" / "runs" / run / "final_metrics.json").is_file()

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from asml.engine.progress import ProgressBar
 from study.cells import BASES, HINGE, THREE, Cell
 
 
@@ -189,11 +190,12 @@ def run_missing(out: Path, docs: Path, cells: list[Cell], jobs: int, threads: in
     todo = [(cell, seed) for cell, seed in runs if not record_path(docs, cell, seed).is_file()]
     print(f"[ablation] {len(todo)} runs to train, {jobs} at a time with {threads} thread(s) each", flush=True)
     cost: dict[str, float] = {}
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    with ThreadPoolExecutor(max_workers=jobs) as pool, ProgressBar("ablation", len(todo), unit="run") as bar:
         results = pool.map(lambda job: _train_one(out, docs, job[0], job[1], threads, steps), todo)
         for (cell, _), (message, seconds) in zip(todo, results, strict=True):
             cost[cell.key()] = cost.get(cell.key(), 0.0) + seconds
-            print(f"[ablation] {time.strftime('%H:%M:%S')} {message}", flush=True)
+            bar.advance()
+            bar.report(f"{time.strftime('%H:%M:%S')} {message}")  # a line with the study's ETA off a terminal
     for key, seconds in cost.items():  # wall-clock, with ``jobs`` runs sharing the machine
         print(f"[ablation] cell {key}: {seconds / 60:.1f} min of runs this call", flush=True)
 

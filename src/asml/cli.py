@@ -16,21 +16,29 @@ class _DefaultsAndRawEpilog(argparse.ArgumentDefaultsHelpFormatter, argparse.Raw
     """Show option defaults and keep the epilog's line breaks."""
 
 
-DEMO_LOSSES = ("ce", "asm", "asm+ce")
+DEMO_LOSSES = ("ce", "asm+ce")
+COMPARE_LOSSES = ("ce", "asm", "asm+ce")
+LONG_DEMO_STEPS = 1350
 
 
 def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser(
         "demo",
-        help="compare CE and ASM on the built-in data and write a report (about 10 minutes on 2 CPU cores)",
+        help="compare CE and ASM+CE on the built-in horses and write a report (about 4 minutes on 2 CPU cores)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a U-Net-ResNet-18 from scratch with CE and with ASM+CE (same initialisation and data "
+        "order) on the built-in horses at 64 px, 450 steps, two runs at a time, then print the scores and write "
+        f"a report. --long trains {LONG_DEMO_STEPS} steps instead (about 12 minutes), where the boundary gain "
+        "is larger.",
     )
     demo.add_argument("--out", default="demo-report", help="folder for the runs and the reports")
     demo.add_argument("--steps", type=int, default=450, help="training steps per run")
+    demo.add_argument("--long", action="store_true", help=f"train {LONG_DEMO_STEPS} steps per run")
     demo.add_argument("--losses", nargs="+", default=list(DEMO_LOSSES), help="losses to compare")
     demo.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (same seed = same init and data order)")
-    demo.add_argument("--datasets", nargs="+", default=["horses", "riders"], help="built-in datasets")
+    demo.add_argument("--datasets", nargs="+", default=["horses"], help="built-in datasets (horses, riders)")
     demo.add_argument("--val-images", type=int, default=None, help="evaluate on the first N images only")
+    demo.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
 
 
 def _add_compare(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,11 +49,12 @@ def _add_compare(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     compare.add_argument("config", help="YAML config (its loss.name and seed are replaced per run)")
     compare.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    compare.add_argument("--losses", nargs="+", default=list(DEMO_LOSSES), help="losses to compare")
+    compare.add_argument("--losses", nargs="+", default=list(COMPARE_LOSSES), help="losses to compare")
     compare.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="seeds")
     compare.add_argument("--out", required=True, help="folder for the runs and the report (reused to resume)")
     compare.add_argument("--report-only", action="store_true", help="rebuild the report from finished runs")
     compare.add_argument("--title", default=None, help="report title (default: the config's name)")
+    compare.add_argument("--jobs", type=int, default=1, help="runs trained at the same time (CPU threads shared)")
 
 
 def _add_data(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -145,18 +154,24 @@ def _demo_config(dataset: str, steps: int, out: Path, val_images: int | None) ->
             "data": {"dataset": f"builtin:{dataset}", "size": 64, "crop_size": 64, "scale_range": [0.75, 1.5],
                      "batch_size": 8, "workers": 2, "val_images": val_images},
             "train": {"steps": steps, "eval_every": max(1, steps // 2), "checkpoint_every": max(1, steps // 2),
-                      "log_every": max(1, steps // 6)},
+                      "log_every": max(1, steps // 45)},
         }
     )  # fmt: skip
 
 
 def _compare_and_report(
-    config: RunConfig, losses: Sequence[str], seeds: Sequence[int], out: Path, title: str, report_only: bool
+    config: RunConfig,
+    losses: Sequence[str],
+    seeds: Sequence[int],
+    out: Path,
+    title: str,
+    report_only: bool,
+    jobs: int = 1,
 ) -> Path:
     from asml.engine.compare import aggregate, build_report, format_summary, run_grid
 
     if not report_only:
-        run_grid(config, losses, seeds, out)
+        run_grid(config, losses, seeds, out, jobs)
     path = build_report(out, losses, seeds, title)
     print(f"\n{title}\n" + format_summary(aggregate(out, losses, seeds)))
     print(f"report: {path}")
@@ -167,9 +182,11 @@ def _run_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     out = Path(args.out)
+    steps = LONG_DEMO_STEPS if args.long else args.steps
     for dataset in args.datasets:
-        config = _demo_config(dataset, args.steps, out / dataset, args.val_images)
-        _compare_and_report(config, args.losses, args.seeds, out / dataset, f"built-in {dataset}: CE vs ASM", False)
+        config = _demo_config(dataset, steps, out / dataset, args.val_images)
+        title = f"built-in {dataset}, {steps} steps: CE vs ASM"
+        _compare_and_report(config, args.losses, args.seeds, out / dataset, title, False, args.jobs)
     return 0
 
 
@@ -180,7 +197,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     title = args.title or Path(args.config).stem
-    _compare_and_report(config, args.losses, args.seeds, Path(args.out), title, args.report_only)
+    _compare_and_report(config, args.losses, args.seeds, Path(args.out), title, args.report_only, args.jobs)
     return 0
 
 

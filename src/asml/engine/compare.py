@@ -8,8 +8,13 @@ initialisation and data order for every loss, so losses are compared in pairs.
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,27 +32,108 @@ def run_directory(out_dir: Path, loss: str, seed: int) -> Path:
     return out_dir / "runs" / f"{loss.replace('+', '_')}-seed{seed}"
 
 
-def run_grid(base: RunConfig, losses: Sequence[str], seeds: Sequence[int], out_dir: Path) -> None:
-    """Train every (loss, seed) not finished yet; resume the interrupted ones."""
+def run_grid(base: RunConfig, losses: Sequence[str], seeds: Sequence[int], out_dir: Path, jobs: int = 1) -> None:
+    """Train every (loss, seed) not finished yet; resume the interrupted ones.
+
+    ``jobs`` > 1 trains that many runs at once, each an ``asml train`` process with an equal share of
+    the CPU threads (on 2 cores, two one-thread runs finish sooner than two two-thread runs in turn);
+    each run's output goes to ``<out>/runs/<run>.log``. The runs are the same either way."""
     if not losses or not seeds:
         raise ConfigError("compare needs at least one loss and one seed")
+    if jobs < 1:
+        raise ConfigError(f"jobs must be at least 1, got {jobs}")
     grid = [(loss, seed) for seed in seeds for loss in losses]
     with ProgressBar("compare", len(grid), unit="run") as bar:
+        todo = []
         for loss, seed in grid:
-            run_dir = run_directory(out_dir, loss, seed)
-            if (run_dir / "final_metrics.json").is_file():
+            if (run_directory(out_dir, loss, seed) / "final_metrics.json").is_file():
                 print(f"[compare] {loss} seed {seed}: finished earlier, kept")
                 bar.advance()
-                continue
-            config = base.model_copy(deep=True)
-            config.run_dir, config.seed = str(run_dir), seed
-            config.loss.name = loss  # type: ignore[assignment]
-            resume = (run_dir / "checkpoints").is_dir()
-            print(f"[compare] {loss} seed {seed}: {'resuming' if resume else 'training'} in {run_dir}")
-            bar.show(f"{loss} seed {seed}")
-            train(RunConfig.model_validate(config.model_dump()), resume=resume, force=False)
-            bar.advance()
-            bar.report(f"{loss} seed {seed} done")
+            else:
+                todo.append((loss, seed))
+        if jobs == 1:
+            for loss, seed in todo:
+                config, resume = _run_config(base, out_dir, loss, seed)
+                print(f"[compare] {loss} seed {seed}: {'resuming' if resume else 'training'} in {config.run_dir}")
+                bar.show(f"{loss} seed {seed}")
+                train(config, resume=resume, force=False)
+                bar.advance()
+                bar.report(f"{loss} seed {seed} done")
+        else:
+            _train_in_processes(base, todo, out_dir, jobs, bar)
+
+
+def _run_config(base: RunConfig, out_dir: Path, loss: str, seed: int) -> tuple[RunConfig, bool]:
+    """The config of one run of the grid, and whether it resumes an interrupted run."""
+    run_dir = run_directory(out_dir, loss, seed)
+    config = base.model_copy(deep=True)
+    config.run_dir, config.seed = str(run_dir), seed
+    config.loss.name = loss  # type: ignore[assignment]
+    return RunConfig.model_validate(config.model_dump()), (run_dir / "checkpoints").is_dir()
+
+
+def _latest_step(run_dir: Path) -> int:
+    """The last training step a run has logged (0 before its first log)."""
+    log = run_dir / "metrics.jsonl"
+    lines = log.read_text().splitlines() if log.is_file() else []
+    steps = [json.loads(line)["step"] for line in lines if line.strip() and '"kind": "train"' in line]
+    return max(steps, default=0)
+
+
+@dataclass
+class _Process:
+    """One run trained by an ``asml train`` process, with its bar and log."""
+
+    name: str
+    run_dir: Path
+    process: subprocess.Popen[bytes]
+    bar: ProgressBar
+    log: Path
+
+
+def _start_process(base: RunConfig, out_dir: Path, loss: str, seed: int, environment: dict[str, str]) -> _Process:
+    config, resume = _run_config(base, out_dir, loss, seed)
+    run_dir = Path(config.run_dir)
+    config_file = run_dir.parent / f"{run_dir.name}.yaml"
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(config.to_yaml())
+    log = config_file.with_suffix(".log")
+    command = [sys.executable, "-m", "asml.cli", "train", str(config_file), *(["--resume"] if resume else [])]
+    with log.open("ab") as stream:
+        process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=environment)
+    print(f"[compare] {loss} seed {seed}: {'resuming' if resume else 'training'} in {run_dir} (log: {log})")
+    bar = ProgressBar(f"{loss} seed {seed}", config.train.steps).__enter__()
+    return _Process(f"{loss} seed {seed}", run_dir, process, bar, log)
+
+
+def _train_in_processes(
+    base: RunConfig, todo: list[tuple[str, int]], out_dir: Path, jobs: int, grid_bar: ProgressBar
+) -> None:
+    """Train ``todo`` as ``asml train`` processes, ``jobs`` at a time, one bar per running run."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    waiting, running = list(todo), list[_Process]()
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                running.append(_start_process(base, out_dir, *waiting.pop(0), environment))
+            time.sleep(0.5)
+            for run in list(running):
+                run.bar.advance(_latest_step(run.run_dir) - run.bar.completed)
+                if run.process.poll() is None:
+                    continue
+                running.remove(run)
+                run.bar.__exit__(None, None, None)
+                if run.process.returncode != 0:
+                    tail = "\n".join(run.log.read_text(errors="replace").splitlines()[-5:])
+                    raise ConfigError(f"run {run.name} failed (exit {run.process.returncode}); {run.log} ends:\n{tail}")
+                grid_bar.advance()
+                grid_bar.report(f"{run.name} done")
+    finally:
+        for run in running:  # an error or Ctrl-C: stop the others; their checkpoints stay for resuming
+            run.process.terminate()
+            run.process.wait()
+            run.bar.__exit__(None, None, None)
 
 
 def _mean_std(values: list[float]) -> dict[str, float | None]:
