@@ -57,7 +57,7 @@ def test_off_a_terminal_each_report_is_one_plain_line(capsys: pytest.CaptureFixt
         bar.report("never printed")
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1
-    assert re.fullmatch(r"eval 4/8  mIoU 0\.5  [\d.]+ img/s  ETA \d+ s", lines[0])
+    assert re.fullmatch(r"eval 4/8  mIoU 0\.5  [\d.]+ (img/s|s/img)  ETA \d+ s", lines[0])
 
 
 def test_training_off_a_terminal_prints_one_line_per_log_step_and_each_evaluation(

@@ -142,9 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _demo_config(dataset: str, steps: int, out: Path, val_images: int | None) -> RunConfig:
+def _demo_config(dataset: str, steps: int, out: Path, val_images: int | None, jobs: int) -> RunConfig:
     from asml.engine.config import RunConfig
 
+    workers = 0 if jobs > 1 else 2  # runs side by side already fill the cores: loader processes would compete
     # U-Net for both: PSPNet's output stride 8 leaves an 8x8 map at 64 px, too coarse for thin parts.
     model = {"name": "unet", "encoder": "resnet18"}
     return RunConfig.model_validate(
@@ -152,8 +153,8 @@ def _demo_config(dataset: str, steps: int, out: Path, val_images: int | None) ->
             "run_dir": str(out),
             "model": model,
             "data": {"dataset": f"builtin:{dataset}", "size": 64, "crop_size": 64, "scale_range": [0.75, 1.5],
-                     "batch_size": 8, "workers": 2, "val_images": val_images},
-            "train": {"steps": steps, "eval_every": max(1, steps // 2), "checkpoint_every": max(1, steps // 2),
+                     "batch_size": 8, "workers": workers, "val_images": val_images},
+            "train": {"steps": steps, "eval_every": steps, "checkpoint_every": max(1, steps // 3),
                       "log_every": max(1, steps // 45)},
         }
     )  # fmt: skip
@@ -184,7 +185,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     steps = LONG_DEMO_STEPS if args.long else args.steps
     for dataset in args.datasets:
-        config = _demo_config(dataset, steps, out / dataset, args.val_images)
+        config = _demo_config(dataset, steps, out / dataset, args.val_images, args.jobs)
         title = f"built-in {dataset}, {steps} steps: CE vs ASM"
         _compare_and_report(config, args.losses, args.seeds, out / dataset, title, False, args.jobs)
     return 0

@@ -30,15 +30,18 @@ from rich.text import Text
 __all__ = ["ProgressBar", "format_values"]
 
 
+def _format_rate(rate: float | None, unit: str) -> str:
+    """``2.50 step/s``, or ``12.3 s/run`` when slower than one per second."""
+    if not rate:
+        return f"- {unit}/s"
+    return f"{rate:.2f} {unit}/s" if rate >= 1 else f"{1 / rate:.1f} s/{unit}"
+
+
 class _RateColumn(ProgressColumn):
     """Units per second (or seconds per unit when slower than one per second)."""
 
     def render(self, task: Task) -> Text:
-        speed, unit = task.speed, task.fields.get("unit", "it")
-        if not speed:
-            return Text(f"- {unit}/s", style="progress.data.speed")
-        shown = f"{speed:.2f} {unit}/s" if speed >= 1 else f"{1 / speed:.1f} s/{unit}"
-        return Text(shown, style="progress.data.speed")
+        return Text(_format_rate(task.speed, task.fields.get("unit", "it")), style="progress.data.speed")
 
 
 class _Display:
@@ -141,10 +144,9 @@ class ProgressBar:
         if self.task is not None and _Display.progress is not None:
             _Display.progress.update(self.task, info=info)
             return
-        elapsed = time.perf_counter() - self.start
-        rate = (self.completed - self.first) / elapsed if elapsed > 0 else 0.0
+        rate = self.rate()
         eta = f"{(self.total - self.completed) / rate:.0f} s" if rate > 0 else "unknown"
-        parts = [f"{self.description} {self.completed}/{self.total}", info, f"{rate:.2f} {self.unit}/s", f"ETA {eta}"]
+        parts = [f"{self.description} {self.completed}/{self.total}", info, _format_rate(rate, self.unit), f"ETA {eta}"]
         print("  ".join(part for part in parts if part), flush=True)
 
     def rate(self) -> float:
