@@ -55,6 +55,8 @@ def smp_model(architecture: str, num_classes: int, state: dict[str, torch.Tensor
 def onnx_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
+    # onnxruntime's threads spin after a call by default, taking the cores from whatever runs next.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda images: torch.from_numpy(session.run(None, {name: images.numpy()})[0])
@@ -67,8 +69,11 @@ def median_seconds(
     with torch.no_grad():
         for run in runners.values():  # warm-up
             run(images)
-        for _ in range(rounds):
-            for name, run in runners.items():
+        names = list(runners)
+        for round_index in range(rounds):
+            shift = round_index % len(names)  # each runner goes first equally often
+            for name in names[shift:] + names[:shift]:
+                run = runners[name]
                 start = time.perf_counter()
                 run(images)
                 times[name].append(time.perf_counter() - start)
@@ -95,8 +100,9 @@ def main() -> None:
         export_segmenter(asml_model, folder / "asml.onnx", "onnx", (args.size, args.size))
         with torch.no_grad():
             torch.jit.trace(direct, example).save(str(folder / "smp.pt"))
+            axes = {"image": {0: "batch", 2: "height", 3: "width"}}  # as asml's export: any batch and size
             torch.onnx.export(direct, (example,), str(folder / "smp.onnx"), dynamo=False, opset_version=17,
-                              input_names=["image"], dynamic_axes={"image": {0: "batch"}})  # fmt: skip
+                              input_names=["image"], dynamic_axes=axes)  # fmt: skip
         runners = {
             "eager asml": asml_model,
             "eager smp": direct,
