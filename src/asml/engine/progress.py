@@ -25,6 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 from rich.text import Text
 
 __all__ = ["ProgressBar", "format_values"]
@@ -52,15 +53,16 @@ class _Display:
 
 
 def _new_progress(console: Console) -> Progress:
+    # The description keeps its width and the values are cut with an ellipsis, not the other way round.
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True, min_width=12)),
         BarColumn(bar_width=30),
         MofNCompleteColumn(),
         _RateColumn(),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
+        TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
         console=console,
         redirect_stdout=True,
         redirect_stderr=True,
@@ -136,13 +138,13 @@ class ProgressBar:
         if self.task is not None and _Display.progress is not None:
             _Display.progress.update(self.task, info=info)
 
-    def report(self, info: str) -> None:
-        """Show ``info`` (e.g. the latest losses) next to the bar, or, off a terminal, print one line:
+    def report(self, info: str, brief: str | None = None) -> None:
+        """Show ``brief`` (or ``info``) next to the bar, or, off a terminal, print one line:
         ``<description> <done>/<total>  <info>  <rate>  ETA <seconds> s``."""
         if not self.enabled:
             return
         if self.task is not None and _Display.progress is not None:
-            _Display.progress.update(self.task, info=info)
+            _Display.progress.update(self.task, info=info if brief is None else brief)
             return
         rate = self.rate()
         eta = f"{(self.total - self.completed) / rate:.0f} s" if rate > 0 else "unknown"

@@ -143,6 +143,10 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+# The values shown next to the live bar (every value goes to the plain lines, the logs and TensorBoard).
+BRIEF_VALUES = ("loss", "ce", "matching", "adversarial", "lr")
+
+
 class _Logger:
     """JSON lines and TensorBoard on the main process (the progress bar is ``ProgressBar``'s)."""
 
@@ -384,7 +388,9 @@ def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[
                 learning_rate = float(scheduler.get_last_lr()[0])
                 values = {"loss": float(loss.detach()), **loss_fn.latest_scalars(), "lr": learning_rate}
                 logger.record(step, "train", values)
-                bar.report(f"{format_values(values)}  {bar.rate() * images_per_step:.1f} img/s")
+                throughput = f"{bar.rate() * images_per_step:.1f} img/s"
+                brief = {key: values[key] for key in BRIEF_VALUES if key in values}
+                bar.report(f"{format_values(values)}  {throughput}", f"{format_values(brief)}  {throughput}")
             if step % config.train.eval_every == 0 or step == config.train.steps:
                 result = evaluate(
                     _unwrap(model), bundle, processes.device, config.train.trimap_widths,
