@@ -115,3 +115,33 @@ def test_demo_runs_its_comparison_and_prints_the_report_path(
     for run in ("ce-seed0", "asm-seed0"):
         assert "train 1/1" in (out / "riders" / "runs" / f"{run}.log").read_text()
         assert (out / "riders" / "runs" / run / "final_metrics.json").is_file()
+
+
+def test_progress_polling_skips_a_line_still_being_written(tmp_path: Path) -> None:
+    from asml.engine.compare import _latest_step
+
+    rows = [{"step": 10, "kind": "train", "loss": 0.5}, {"step": 10, "kind": "eval", "mIoU": 0.4}]
+    text = "".join(json.dumps(row) + "\n" for row in rows) + '{"step": 20, "kind": "train", "lo'
+    (tmp_path / "metrics.jsonl").write_text(text)
+    assert _latest_step(tmp_path) == 10
+    (tmp_path / "metrics.jsonl").write_text(text + 'ss": 0.4}\n')
+    assert _latest_step(tmp_path) == 20
+    assert _latest_step(tmp_path / "not-started") == 0
+
+
+def test_parallel_runs_are_refused_under_torchrun_and_a_run_without_checkpoints_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asml.engine.compare import _run_config, run_directory, run_grid
+    from asml.engine.config import ConfigError, RunConfig
+
+    base = RunConfig.model_validate({"run_dir": str(tmp_path / "unused")})
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="under torchrun use --jobs 1"):
+        run_grid(base, ["ce"], [0], tmp_path, jobs=2)
+    run_dir = run_directory(tmp_path, "asm+ce", 3)
+    assert _run_config(base, tmp_path, "asm+ce", 3)[1] is False
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("stopped before its first checkpoint")
+    config, resume = _run_config(base, tmp_path, "asm+ce", 3)
+    assert resume and config.seed == 3 and config.loss.name == "asm+ce" and config.run_dir == str(run_dir)

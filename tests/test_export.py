@@ -91,4 +91,11 @@ def test_export_refuses_what_it_cannot_do_with_clear_errors(
     assert "no-run" in capsys.readouterr().err
     with pytest.raises(ExportError, match="export it as torchscript"):
         export_segmenter(build("pspnet", 2, "resnet18").eval(), tmp_path / "psp.onnx", "onnx")
-    assert not (tmp_path / "psp.onnx").exists()
+    assert list(tmp_path.glob("*psp*")) == []  # nothing half-written left behind
+    previous = tmp_path / "previous.onnx"
+    previous.write_text("an earlier export")
+    with pytest.raises(ExportError):  # even with overwrite, a failed export keeps what was there
+        export_segmenter(build("pspnet", 2, "resnet18").eval(), previous, "onnx", overwrite=True)
+    assert previous.read_text() == "an earlier export"
+    with pytest.raises(ExportError, match="is a directory"):
+        export_segmenter(build("unet", 2, "resnet18").eval(), tmp_path, "torchscript", overwrite=True)

@@ -195,6 +195,8 @@ def run_missing(out: Path, docs: Path, cells: list[Cell], jobs: int, threads: in
         for (cell, _), (message, seconds) in zip(todo, results, strict=True):
             cost[cell.key()] = cost.get(cell.key(), 0.0) + seconds
             bar.advance()
+            if message.startswith("FAILED") and bar.live:
+                print(f"[ablation] {message}", flush=True)  # kept above the bars, not overwritten
             bar.report(f"{time.strftime('%H:%M:%S')} {message}")  # a line with the study's ETA off a terminal
     for key, seconds in cost.items():  # wall-clock, with ``jobs`` runs sharing the machine
         print(f"[ablation] cell {key}: {seconds / 60:.1f} min of runs this call", flush=True)

@@ -32,7 +32,7 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "is larger.",
     )
     demo.add_argument("--out", default="demo-report", help="folder for the runs and the reports")
-    demo.add_argument("--steps", type=int, default=450, help="training steps per run")
+    demo.add_argument("--steps", type=int, default=None, help="training steps per run (default 450)")
     demo.add_argument("--long", action="store_true", help=f"train {LONG_DEMO_STEPS} steps per run")
     demo.add_argument("--losses", nargs="+", default=list(DEMO_LOSSES), help="losses to compare")
     demo.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (same seed = same init and data order)")
@@ -182,8 +182,12 @@ def _compare_and_report(
 def _run_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from asml.engine.config import ConfigError
+
     out = Path(args.out)
-    steps = LONG_DEMO_STEPS if args.long else args.steps
+    if args.long and args.steps is not None:
+        raise ConfigError(f"--long trains {LONG_DEMO_STEPS} steps; give either --long or --steps, not both")
+    steps = LONG_DEMO_STEPS if args.long else (args.steps or 450)
     for dataset in args.datasets:
         config = _demo_config(dataset, steps, out / dataset, args.val_images, args.jobs)
         title = f"built-in {dataset}, {steps} steps: CE vs ASM"

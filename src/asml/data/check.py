@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from asml.data.readers import MASK_MODES, DatasetError, SegmentationFiles
 
@@ -41,11 +41,16 @@ def _header(path: object, kind: str) -> tuple[str, tuple[int, int]] | str:
 def header_problems(dataset: Dataset[tuple[Tensor, Tensor]]) -> list[str]:
     """Problems visible in the file headers of a file-backed dataset (``SegmentationFiles``), one
     message per bad sample naming its file; an empty list for datasets without files (built-in)."""
+    indices: Sequence[int] | None = None
+    if isinstance(dataset, Subset):  # e.g. data.val_images: only the samples used
+        indices = dataset.indices
+        dataset = dataset.dataset
     if not isinstance(dataset, SegmentationFiles):
         return []
+    samples = dataset.samples if indices is None else [dataset.samples[i] for i in indices]
     problems = []
     expected_mode = _IMAGE_MODES.get(dataset.image_channels)
-    for sample in dataset.samples:
+    for sample in samples:
         image = _header(sample.image, "image")
         if isinstance(image, str):
             problems.append(image)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,19 +43,23 @@ def run_grid(base: RunConfig, losses: Sequence[str], seeds: Sequence[int], out_d
         raise ConfigError("compare needs at least one loss and one seed")
     if jobs < 1:
         raise ConfigError(f"jobs must be at least 1, got {jobs}")
+    if jobs > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--jobs > 1 starts its own training processes; under torchrun use --jobs 1")
     grid = [(loss, seed) for seed in seeds for loss in losses]
-    with ProgressBar("compare", len(grid), unit="run") as bar:
+    with ProgressBar("compare", len(grid), unit="run", enabled=int(os.environ.get("RANK", "0")) == 0) as bar:
         todo = []
         for loss, seed in grid:
             if (run_directory(out_dir, loss, seed) / "final_metrics.json").is_file():
-                print(f"[compare] {loss} seed {seed}: finished earlier, kept")
+                if bar.enabled:
+                    print(f"[compare] {loss} seed {seed}: finished earlier, kept")
                 bar.advance()
             else:
                 todo.append((loss, seed))
         if jobs == 1:
             for loss, seed in todo:
                 config, resume = _run_config(base, out_dir, loss, seed)
-                print(f"[compare] {loss} seed {seed}: {'resuming' if resume else 'training'} in {config.run_dir}")
+                if bar.enabled:
+                    print(f"[compare] {loss} seed {seed}: {'resuming' if resume else 'training'} in {config.run_dir}")
                 bar.show(f"{loss} seed {seed}")
                 train(config, resume=resume, force=False)
                 bar.advance()
@@ -69,14 +74,23 @@ def _run_config(base: RunConfig, out_dir: Path, loss: str, seed: int) -> tuple[R
     config = base.model_copy(deep=True)
     config.run_dir, config.seed = str(run_dir), seed
     config.loss.name = loss  # type: ignore[assignment]
-    return RunConfig.model_validate(config.model_dump()), (run_dir / "checkpoints").is_dir()
+    # A run stopped before its first checkpoint holds only its config: resuming it starts it afresh.
+    return RunConfig.model_validate(config.model_dump()), (run_dir / "config.yaml").is_file()
 
 
 def _latest_step(run_dir: Path) -> int:
-    """The last training step a run has logged (0 before its first log)."""
+    """The last training step a run has logged (0 before its first log). The file is being written
+    by another process: a last line without its newline is not complete yet and is left out."""
     log = run_dir / "metrics.jsonl"
-    lines = log.read_text().splitlines() if log.is_file() else []
-    steps = [json.loads(line)["step"] for line in lines if line.strip() and '"kind": "train"' in line]
+    text = log.read_text() if log.is_file() else ""
+    steps = []
+    for line in text.split("\n")[:-1]:  # the piece after the last newline is incomplete (or empty)
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row.get("kind") == "train":
+            steps.append(int(row["step"]))
     return max(steps, default=0)
 
 
@@ -102,8 +116,8 @@ def _start_process(base: RunConfig, out_dir: Path, loss: str, seed: int, environ
     with log.open("ab") as stream:
         process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=environment)
     print(f"[compare] {loss} seed {seed}: {'resuming' if resume else 'training'} in {run_dir} (log: {log})")
-    bar = ProgressBar(f"{loss} seed {seed}", config.train.steps).__enter__()
-    return _Process(f"{loss} seed {seed}", run_dir, process, bar, log)
+    name = f"{loss} seed {seed}"
+    return _Process(name, run_dir, process, ProgressBar(name, config.train.steps), log)
 
 
 def _train_in_processes(
@@ -113,10 +127,12 @@ def _train_in_processes(
     threads = max(1, (os.cpu_count() or 1) // jobs)
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     waiting, running = list(todo), list[_Process]()
+    previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so `finally` stops the children
     try:
         while waiting or running:
             while waiting and len(running) < jobs:
                 running.append(_start_process(base, out_dir, *waiting.pop(0), environment))
+                running[-1].bar.__enter__()
             time.sleep(0.5)
             for run in list(running):
                 run.bar.advance(_latest_step(run.run_dir) - run.bar.completed)
@@ -130,10 +146,15 @@ def _train_in_processes(
                 grid_bar.advance()
                 grid_bar.report(f"{run.name} done")
     finally:
-        for run in running:  # an error or Ctrl-C: stop the others; their checkpoints stay for resuming
+        for run in running:  # an error, Ctrl-C or SIGTERM: stop the others; their checkpoints stay for resuming
             run.process.terminate()
             run.process.wait()
             run.bar.__exit__(None, None, None)
+        signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _mean_std(values: list[float]) -> dict[str, float | None]:

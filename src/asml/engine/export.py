@@ -10,6 +10,7 @@ does.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -68,30 +69,36 @@ def export_segmenter(
     """
     if export_format not in EXPORT_FORMATS:
         raise ExportError(f"unknown export format {export_format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    if out.is_dir():
+        raise ExportError(f"--out {out} is a directory; give a file name, e.g. {out / 'segmenter.onnx'}")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; choose another --out or pass --force")
     wrapped = PaddedSegmenter(model).eval()
     example = torch.zeros(1, _in_channels(model), *example_size, device=next(model.parameters()).device)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
-        # The size arithmetic is traced as operations on the input's shape; the tracer's warning that
-        # it might not be is checked by the tests at several sizes.
-        warnings.simplefilter("ignore", TracerWarning)
-        if export_format == "torchscript":
-            traced = torch.jit.trace(wrapped, example, check_trace=False)  # type: ignore[no-untyped-call]
-            traced.save(str(out))
-        else:
-            try:
-                _export_onnx(wrapped, example, out)
-            except torch.onnx.errors.SymbolicValueError as error:
-                out.unlink(missing_ok=True)
-                if "adaptive_avg_pool2d" not in str(error):
-                    raise
-                raise ExportError(
-                    f"{model.architecture} pools its features to several fixed grids (adaptive average pooling "
-                    "to more than one bin), which PyTorch's ONNX exporter cannot write for these models; "
-                    "export it as torchscript instead (--format torchscript)"
-                ) from None
+    # Written next to ``out`` and moved over it only when complete: a failed export leaves ``out`` as it was.
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # The size arithmetic is traced as operations on the input's shape; the tracer's warning that
+            # it might not be is checked by the tests at several sizes.
+            warnings.simplefilter("ignore", TracerWarning)
+            if export_format == "torchscript":
+                traced = torch.jit.trace(wrapped, example, check_trace=False)  # type: ignore[no-untyped-call]
+                traced.save(str(partial))
+            else:
+                _export_onnx(wrapped, example, partial)
+        os.replace(partial, out)
+    except torch.onnx.errors.SymbolicValueError as error:
+        if "adaptive_avg_pool2d" not in str(error):
+            raise
+        raise ExportError(
+            f"{model.architecture} pools its features to several fixed grids (adaptive average pooling "
+            "to more than one bin), which PyTorch's ONNX exporter cannot write for these models; "
+            "export it as torchscript instead (--format torchscript)"
+        ) from None
+    finally:
+        partial.unlink(missing_ok=True)
     return out
 
 
