@@ -148,6 +148,8 @@ CELLS: list[Cell] = [  # in the order they are trained (see training_order): wha
             ("half widths", {"analyzer_widths": HALF_WIDTHS}, THREE),
             ("every4 half widths", {"analyzer_every": 4, "analyzer_widths": HALF_WIDTHS}, THREE),
             ("every8 half widths", {"analyzer_every": 8, "analyzer_widths": HALF_WIDTHS}, THREE),
+            # The analyzer's convolutions in bf16 (losses in float32), on top of the every2 default.
+            ("every2 bf16", {"analyzer_every": 2, "analyzer_precision": "bfloat16"}, THREE),
         ]
     ],
     # The cheapest setting that held on horses, on the multi-class set too (one data set decides nothing).

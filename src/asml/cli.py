@@ -28,7 +28,7 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train a U-Net-ResNet-18 from scratch with CE and with ASM+CE (same initialisation and data "
         "order) on the built-in horses at 64 px, 450 steps, two runs at a time, then print the scores and write "
-        f"a report. --long trains {LONG_DEMO_STEPS} steps instead (about 12 minutes), where the boundary gain "
+        f"a report. --long trains {LONG_DEMO_STEPS} steps instead (about 10 minutes), where the boundary gain "
         "is larger.",
     )
     demo.add_argument("--out", default="demo-report", help="folder for the runs and the reports")
