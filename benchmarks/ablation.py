@@ -9,7 +9,7 @@ kept, an interrupted one resumed, so the study continues where it stopped when s
     .venv/bin/python benchmarks/ablation.py --report-only       # rebuild docs/ablation from the runs
     .venv/bin/python benchmarks/ablation.py --only length riders  # some groups only
 
-All 158 runs take about five hours on 2 CPU cores (two runs at a time, one thread each: 1.4x the
+All 161 runs take about five and a half hours on 2 CPU cores (two runs at a time, one thread each: 1.4x the
 throughput of one run on two threads for these small models; a 450-step U-Net-ResNet-18 run takes 3-5
 minutes, a PSPNet, FCN or Lite0 run 1-2). The cells are listed, and trained, in the order of what they
 decide, seed by seed within a base, so a study cut short still holds whole paired comparisons; seeds 3
