@@ -14,28 +14,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from asml.data.readers import MASK_MODES, DatasetError, SegmentationFiles
+from asml.data.readers import IMAGE_MODES, MASK_MODES, DatasetError, SegmentationFiles, open_picture
 
 __all__ = ["SplitReport", "check_dataset", "header_problems"]
 
-_IMAGE_MODES = {3: "RGB", 1: "L"}
 
-
-def _header(path: object, kind: str) -> tuple[str, tuple[int, int]] | str:
-    """``(mode, (width, height))`` from a file's header, or the problem as a message naming the file."""
+def _header(path: Path, kind: str) -> tuple[str, tuple[int, int]] | str:
+    """``(mode, (width, height))`` from a file's header, or the reader's message naming the file."""
     try:
-        with Image.open(path) as opened:  # type: ignore[arg-type]
-            return opened.mode, opened.size
-    except FileNotFoundError:
-        return f"{kind} {path} does not exist"
-    except (UnidentifiedImageError, OSError) as error:
-        return f"cannot read {kind} {path}: {error}"
+        picture = open_picture(path, kind, decode=False)
+    except DatasetError as error:
+        return str(error)
+    return picture.mode, picture.size
 
 
 def header_problems(dataset: Dataset[tuple[Tensor, Tensor]]) -> list[str]:
@@ -49,7 +45,7 @@ def header_problems(dataset: Dataset[tuple[Tensor, Tensor]]) -> list[str]:
         return []
     samples = dataset.samples if indices is None else [dataset.samples[i] for i in indices]
     problems = []
-    expected_mode = _IMAGE_MODES.get(dataset.image_channels)
+    expected_mode = IMAGE_MODES.get(dataset.image_channels)
     for sample in samples:
         image = _header(sample.image, "image")
         if isinstance(image, str):
@@ -138,6 +134,7 @@ def check_dataset(
             _image, mask = read(index)
             labels = mask.reshape(-1).long()
             valid = labels != ignore_index if ignore_index is not None else torch.ones_like(labels, dtype=torch.bool)
+            # The file readers refuse such labels themselves; this covers datasets without that check.
             outside = valid & ((labels < 0) | (labels >= num_classes))
             if bool(outside.any()):
                 values = sorted(set(labels[outside].tolist()))[:5]

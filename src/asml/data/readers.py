@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 __all__ = [
     "CITYSCAPES_CLASSES",
+    "IMAGE_MODES",
     "MASK_MODES",
     "VOC_CLASSES",
     "CityscapesSegmentation",
@@ -34,6 +35,7 @@ __all__ = [
     "SegmentationFiles",
     "VOCSegmentation",
     "WeizmannHorse",
+    "open_picture",
     "read_image",
     "read_label_png",
 ]
@@ -55,17 +57,20 @@ _CITYSCAPES_TRAIN_IDS = {
 }  # fmt: skip
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MASK_MODES = ("P", "L", "I", "I;16", "1")  # PIL modes whose pixel values are class indices
+IMAGE_MODES = {3: "RGB", 1: "L"}  # image channels -> the PIL mode they must be read in
 
 
 class DatasetError(ValueError):
     """A problem with a dataset on disk; the message names the file and what was expected."""
 
 
-def _open_picture(path: Path, kind: str) -> Image.Image:
-    """Decode ``path`` fully; a missing or undecodable file is a ``DatasetError`` naming it."""
+def open_picture(path: Path, kind: str, decode: bool = True) -> Image.Image:
+    """Open ``path``, decoding it fully unless ``decode`` is False (then only its header is read:
+    mode and size); a missing or unreadable file is a ``DatasetError`` naming it."""
     try:
         with Image.open(path) as opened:
-            opened.load()
+            if decode:
+                opened.load()
             return opened
     except FileNotFoundError:
         raise DatasetError(f"{kind} {path} does not exist") from None
@@ -75,8 +80,8 @@ def _open_picture(path: Path, kind: str) -> Image.Image:
 
 def read_image(path: Path, channels: int = 3) -> Tensor:
     """``uint8 [channels, H, W]`` from an image file; 3 channels means RGB, 1 means grayscale."""
-    image = _open_picture(path, "image")
-    expected_mode = {3: "RGB", 1: "L"}.get(channels)
+    image = open_picture(path, "image")
+    expected_mode = IMAGE_MODES.get(channels)
     if image.mode != expected_mode:
         found = len(image.getbands())
         raise DatasetError(
@@ -89,7 +94,7 @@ def read_image(path: Path, channels: int = 3) -> Tensor:
 
 def read_label_png(path: Path) -> np.ndarray:
     """Class indices ``[H, W]`` from a palette (``P``) or single-channel PNG; RGB masks are refused."""
-    mask = _open_picture(path, "mask")
+    mask = open_picture(path, "mask")
     if mask.mode not in MASK_MODES:
         raise DatasetError(
             f"mask {path} is {mask.mode} with {len(mask.getbands())} channels; expected a palette or "
