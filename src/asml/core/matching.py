@@ -25,10 +25,16 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from asml.core.adversary import (
+    ANALYZER_PRECISIONS,
+    AnalyzerAdversary,
+    PolyDecay,
+    check_cadence_and_precision,
+    check_common_options,
+)
 from asml.core.analyzer import RELEASED_WIDTHS, AnalyzerOutput, StructureAnalyzer
-from asml.core.distributed import average_gradients, broadcast_parameters
 from asml.core.label_maps import (
     as_class_logits,
     class_probabilities,
@@ -49,26 +55,9 @@ from asml.core.losses import (
 __all__ = ["ANALYZER_PRECISIONS", "HINGE_PIXELS", "AdversarialStructureMatching", "PolyDecay"]
 
 HINGE_PIXELS = ("all", "errors")
-ANALYZER_PRECISIONS = ("float32", "bfloat16")
 
 
-class PolyDecay:
-    """LR factor ``(1 - t / total_steps) ** power`` (0 after the end); 1 when ``total_steps`` is None.
-
-    A class rather than a lambda so that ``LambdaLR.state_dict()`` can save it as plain numbers.
-    """
-
-    def __init__(self, total_steps: int | None, power: float) -> None:
-        self.total_steps = total_steps
-        self.power = power
-
-    def __call__(self, step: int) -> float:
-        if self.total_steps is None:
-            return 1.0
-        return float(max(0.0, 1.0 - step / self.total_steps) ** self.power)
-
-
-class AdversarialStructureMatching(nn.Module):
+class AdversarialStructureMatching(AnalyzerAdversary):
     """Adversarial Structure Matching loss with its own structure analyzer, optimizer and schedule.
 
     Args:
@@ -148,75 +137,45 @@ class AdversarialStructureMatching(nn.Module):
                 f"num_classes must be >= 2, got {num_classes}; binary segmentation has 2 classes "
                 "(background, foreground), and 1-channel sigmoid logits are accepted with num_classes=2"
             )
-        if total_steps is not None and total_steps < 1:
-            raise ValueError(f"total_steps must be a positive number of steps or None, got {total_steps}")
-        if isinstance(matched_layers, str):
-            matched_layers = (matched_layers,)
-        if not matched_layers:
-            raise ValueError("matched_layers must name at least one analyzer layer, e.g. ('conv1', 'conv2')")
-        for name, value in [("margin", margin), ("adversarial_decay", adversarial_decay)]:
-            if value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-        for name, value in [
-            ("adversarial_weight", adversarial_weight),
-            ("reconstruction_weight", reconstruction_weight),
-            ("matching_weight", matching_weight),
-            ("ce_weight", ce_weight),
-        ]:
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-
+        layers = check_common_options(
+            total_steps=total_steps,
+            matched_layers=matched_layers,
+            margin=margin,
+            adversarial_decay=adversarial_decay,
+            weights={
+                "adversarial_weight": adversarial_weight,
+                "reconstruction_weight": reconstruction_weight,
+                "matching_weight": matching_weight,
+                "ce_weight": ce_weight,
+            },
+        )
         if hinge_pixels not in HINGE_PIXELS:
             raise ValueError(f"hinge_pixels must be one of {HINGE_PIXELS}, got {hinge_pixels!r}")
-        if isinstance(analyzer_every, bool) or not isinstance(analyzer_every, int) or analyzer_every < 1:
-            raise ValueError(f"analyzer_every must be a whole number of steps >= 1, got {analyzer_every!r}")
-        if analyzer_precision not in ANALYZER_PRECISIONS:
-            raise ValueError(f"analyzer_precision must be one of {ANALYZER_PRECISIONS}, got {analyzer_precision!r}")
+        check_cadence_and_precision(analyzer_every, analyzer_precision)
 
-        self.analyzer = analyzer if analyzer is not None else StructureAnalyzer(num_classes, analyzer_widths)
-        if self.analyzer.in_channels != (num_classes,):
-            raise ValueError(
-                f"analyzer reads inputs with channels {self.analyzer.in_channels}, expected ({num_classes},)"
-            )
-        for name in matched_layers:
-            self.analyzer.layer_index(name)  # raises on unknown names
+        analyzer = analyzer if analyzer is not None else StructureAnalyzer(num_classes, analyzer_widths)
+        if analyzer.in_channels != (num_classes,):
+            raise ValueError(f"analyzer reads inputs with channels {analyzer.in_channels}, expected ({num_classes},)")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.matched_layers = tuple(matched_layers)
-        self.margin = margin
-        self.adversarial_weight = adversarial_weight
-        self.adversarial_decay = adversarial_decay
         self.hinge_pixels = hinge_pixels
-        self.total_steps = total_steps
-        self.reconstruction_weight = reconstruction_weight
-        self.matching_weight = matching_weight
         self.ce_weight = ce_weight
-        self.analyzer_every = analyzer_every
-        self.analyzer_precision = analyzer_precision
-        self.step = 0
-        self.latest: dict[str, Tensor] = {}
-        self._latest_update: dict[str, Tensor] = {}  # the last update's scalars, logged until the next
-
-        kernels = self.analyzer.conv_kernels()
-        kernel_ids = {id(k) for k in kernels}
-        others = [p for p in self.analyzer.parameters() if id(p) not in kernel_ids]
-        self.optimizer = torch.optim.SGD(
-            [
-                {"params": kernels, "weight_decay": analyzer_weight_decay},
-                {"params": others, "weight_decay": 0.0},
-            ],
-            lr=analyzer_lr,
-            momentum=analyzer_momentum,
+        self.setup_adversary(
+            analyzer,
+            matched_layers=layers,
+            margin=margin,
+            adversarial_weight=adversarial_weight,
+            adversarial_decay=adversarial_decay,
+            total_steps=total_steps,
+            reconstruction_weight=reconstruction_weight,
+            matching_weight=matching_weight,
+            analyzer_lr=analyzer_lr,
+            analyzer_momentum=analyzer_momentum,
+            analyzer_weight_decay=analyzer_weight_decay,
+            lr_power=lr_power,
+            analyzer_every=analyzer_every,
+            analyzer_precision=analyzer_precision,
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, PolyDecay(total_steps, lr_power))
-        self._parameters_synced = False
-
-    def current_adversarial_weight(self) -> float:
-        """``w_adv(t) = adversarial_weight * adversarial_decay ** (t / total_steps)``, t clamped to T."""
-        if self.total_steps is None:
-            return self.adversarial_weight
-        progress = min(self.step, self.total_steps) / self.total_steps
-        return float(self.adversarial_weight * self.adversarial_decay**progress)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Update the analyzer on this batch (training mode only), return the segmenter's loss.
@@ -230,22 +189,20 @@ class AdversarialStructureMatching(nn.Module):
             segmenter. The parts are in ``self.latest`` / ``self.latest_scalars()``.
         """
         target = validate_logits_and_target(logits, target, self.num_classes, self.ignore_index)
-        self._check_device(logits)
-        if not self._parameters_synced:  # every process starts from rank 0's analyzer, in any mode
-            broadcast_parameters(self.analyzer)
-            self._parameters_synced = True
+        self.check_device(logits)
+        self.sync_analyzer_once()
         ignored = ignored_pixels(target, self.ignore_index)
         logits = self._without_ignored(logits, ignored)
         ground_truth = one_hot_target(target, self.num_classes, ignored, self._map_dtype(logits))
         probabilities = class_probabilities(logits).to(ground_truth.dtype)
         scalars: dict[str, Tensor] = {}
-        if self.training and torch.is_grad_enabled():
-            if self.step % self.analyzer_every == 0:
+        if self.training_call():
+            if self.update_due():
                 # The hard negative is the argmax of the probabilities (= of the logits): they are laid
                 # out class-last, where the reduction is several times faster than over NCHW logits.
                 predicted = probabilities.detach().max(dim=1).indices
                 self._latest_update = self._update_analyzer(target, ground_truth, predicted, ignored)
-            self._advance_schedule()
+            self.advance_schedule()
             scalars.update(self._latest_update)
         loss = self._segmenter_loss(logits, probabilities, target, ground_truth, ignored, scalars)
         scalars["loss"] = loss.detach()
@@ -283,18 +240,6 @@ class AdversarialStructureMatching(nn.Module):
             torch.float64 if analyzer_dtype == torch.float64 and loss_dtype(logits) == torch.float64 else torch.float32
         )
 
-    def _check_device(self, logits: Tensor) -> None:
-        analyzer_device = next(self.analyzer.parameters()).device
-        if analyzer_device != logits.device:
-            raise ValueError(
-                f"logits are on {logits.device} but the structure analyzer is on {analyzer_device}; "
-                f"move the ASM module once before training: asm.to({str(logits.device)!r})"
-            )
-
-    def latest_scalars(self) -> dict[str, float]:
-        """The parts of the last call as floats (loss, matching, matching/<layer>, adversarial, ...)."""
-        return {name: float(value) for name, value in self.latest.items()}
-
     def _update_analyzer(
         self, target: Tensor, ground_truth: Tensor, predicted: Tensor, ignored: Tensor | None
     ) -> dict[str, Tensor]:
@@ -309,7 +254,7 @@ class AdversarialStructureMatching(nn.Module):
         # matched layer, and no batch slicing means no zero-filled gradients in the backward pass.
         # The analyzer's update runs in float32 under autocast (or bf16 if asked), so it needs no
         # gradient scaler.
-        with self._analyzer_autocast(target.device):
+        with self.analyzer_autocast(target.device):
             target_out = self.analyzer(ground_truth, ignored, self.matched_layers, reconstruct=True)
             negative_out = self.analyzer(negative, ignored, self.matched_layers)
             hinges, hinge_all, hinge_errors, error_share = self._hinges(
@@ -321,11 +266,7 @@ class AdversarialStructureMatching(nn.Module):
             weight = self.current_adversarial_weight()
             analyzer_loss = weight * hinge + self.reconstruction_weight * reconstruction
 
-        self.optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward(analyzer_loss)
-        average_gradients(self.analyzer)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.step_analyzer(analyzer_loss)
 
         scalars = {f"adversarial/{name}": value.detach() for name, value in hinges.items()}
         scalars["adversarial"] = hinge.detach()
@@ -335,17 +276,6 @@ class AdversarialStructureMatching(nn.Module):
         scalars["reconstruction"] = reconstruction.detach()
         scalars["adversarial_weight"] = torch.tensor(weight)
         return scalars
-
-    def _advance_schedule(self) -> None:
-        """One training call done: the analyzer's LR and ``w_adv`` move on, updated or not."""
-        self.scheduler.step()
-        self.step += 1
-
-    def _analyzer_autocast(self, device: torch.device) -> torch.autocast:
-        """The precision of the analyzer's passes: float32 whatever the caller's autocast, or bf16."""
-        if self.analyzer_precision == "bfloat16":
-            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        return torch.autocast(device_type=device.type, enabled=False)
 
     def _hinges(
         self,
@@ -411,7 +341,7 @@ class AdversarialStructureMatching(nn.Module):
         ground truth (no autograd), both with the analyzer's parameters detached."""
         if self.analyzer_precision == "float32":  # the caller's autocast applies, as released
             return self._feature_passes(probabilities, ground_truth, ignored)
-        with self._analyzer_autocast(probabilities.device):
+        with self.analyzer_autocast(probabilities.device):
             return self._feature_passes(probabilities, ground_truth, ignored)
 
     def _feature_passes(
@@ -421,25 +351,3 @@ class AdversarialStructureMatching(nn.Module):
             target_out = self.analyzer(ground_truth, ignored, self.matched_layers, detach_parameters=True)
         prediction_out = self.analyzer(probabilities, ignored, self.matched_layers, detach_parameters=True)
         return prediction_out, target_out
-
-    def get_extra_state(self) -> dict[str, object]:
-        """Saved by ``state_dict()`` next to the analyzer's weights: step, optimizer and scheduler."""
-        return {
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-        }
-
-    def set_extra_state(self, state: dict[str, object]) -> None:
-        """Restore what ``get_extra_state`` saved (called by ``load_state_dict``)."""
-        missing = {"step", "optimizer", "scheduler"} - set(state)
-        if missing:
-            raise KeyError(f"ASM state is missing {sorted(missing)}; was it saved by AdversarialStructureMatching?")
-        self.step = int(state["step"])  # type: ignore[call-overload]
-        self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
-        self.scheduler.load_state_dict(state["scheduler"])  # type: ignore[arg-type]
-        # LambdaLR.load_state_dict restores the saved PolyDecay's attributes; keep this module's
-        # total_steps so that the LR and the adversarial weight decay over the same length.
-        decay = self.scheduler.lr_lambdas[0]
-        if isinstance(decay, PolyDecay):
-            decay.total_steps = self.total_steps
