@@ -5,12 +5,16 @@ The drop-in loss::
     asm = asml.AdversarialStructureMatching(num_classes, total_steps=steps)
     loss = asm(model(images), masks)   # updates the analyzer, returns the segmenter's loss
     loss.backward()
+
+and for depth or surface normals, ``asml.RegressionStructureMatching("normals", total_steps=steps)``
+with the same call shape plus an optional valid mask: ``asm(model(images), normals, valid_mask)``.
 """
 
 from asml.core import (
     RELEASED_WIDTHS,
     AdversarialStructureMatching,
     AnalyzerOutput,
+    RegressionStructureMatching,
     StructureAnalyzer,
     adversarial_hinge_loss,
     cross_entropy_over_valid,
@@ -25,6 +29,7 @@ __all__ = [
     "RELEASED_WIDTHS",
     "AdversarialStructureMatching",
     "AnalyzerOutput",
+    "RegressionStructureMatching",
     "StructureAnalyzer",
     "__version__",
     "adversarial_hinge_loss",

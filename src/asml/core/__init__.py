@@ -15,12 +15,15 @@ from asml.core.losses import (
     structure_distance,
 )
 from asml.core.matching import AdversarialStructureMatching, PolyDecay
+from asml.core.regression import REGRESSION_TASKS, RegressionStructureMatching, regression_encoding
 
 __all__ = [
+    "REGRESSION_TASKS",
     "RELEASED_WIDTHS",
     "AdversarialStructureMatching",
     "AnalyzerOutput",
     "PolyDecay",
+    "RegressionStructureMatching",
     "StructureAnalyzer",
     "adversarial_hinge_loss",
     "cross_entropy_over_valid",
@@ -29,5 +32,6 @@ __all__ = [
     "masked_mean",
     "matching_loss",
     "reconstruction_loss",
+    "regression_encoding",
     "structure_distance",
 ]
