@@ -18,7 +18,7 @@ import torch
 import torch.multiprocessing as mp
 from PIL import Image
 
-import asml.engine.trainer as trainer_module
+import asml.engine.tasks as tasks_module
 from asml.cli import main
 from asml.engine.config import ConfigError, RunConfig, load_config
 from asml.engine.trainer import NonFiniteLossError, RunDirectoryError, train
@@ -152,7 +152,7 @@ def test_a_run_directory_is_never_overwritten_without_force(tmp_path: Path) -> N
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = trainer_module.build_loss
+    original = tasks_module.build_loss
     calls = {"n": 0}
 
     def poisoned(*args: object, **kwargs: object) -> torch.nn.Module:
@@ -167,7 +167,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
         loss_fn.forward = maybe_nan  # type: ignore[method-assign]
         return loss_fn
 
-    monkeypatch.setattr(trainer_module, "build_loss", poisoned)
+    monkeypatch.setattr(tasks_module, "build_loss", poisoned)
     run_dir = tmp_path / "run"
     with pytest.raises(NonFiniteLossError, match="non-finite loss at step 3: loss = nan"):
         train(tiny_config(run_dir, loss={"name": "ce"}, train={"steps": 5}))

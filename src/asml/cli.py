@@ -123,10 +123,20 @@ def _add_train_eval_predict(commands: argparse._SubParsersAction[argparse.Argume
     evaluate.add_argument("run", help="run directory (its best checkpoint) or checkpoint file")
     evaluate.add_argument("--data", nargs="*", default=[], help="data.key=value overrides, e.g. data.val_split=test")
     evaluate.add_argument("--json", default=None, help="also write the scores to this JSON file (never overwritten)")
-    predict = commands.add_parser("predict", help="predict masks for images", formatter_class=formatter)
+    predict = commands.add_parser(
+        "predict", help="predict masks, depth or normals for images", formatter_class=formatter
+    )
     predict.add_argument("checkpoint", help="run directory or checkpoint file")
     predict.add_argument("images", nargs="+", help="image files")
-    predict.add_argument("--out", required=True, help="folder for <name>_mask.png and <name>_overlay.png")
+    predict.add_argument(
+        "--out",
+        required=True,
+        help="folder for <name>_mask.png and <name>_overlay.png (segmentation), <name>_depth.png (16-bit) "
+        "and <name>_depth_preview.png (depth) or <name>_normals.png (RGB = 127.5 n + 127.5)",
+    )
+    predict.add_argument(
+        "--depth-scale", type=float, default=1000.0, help="units per metre of the 16-bit depth PNGs (512 for 2D-3D-S)"
+    )
     predict.add_argument("--force", action="store_true", help="replace existing output files")
 
 
@@ -266,18 +276,20 @@ def _run_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from asml.engine.data import build_data
+    from asml.engine.tasks import task_for
     from asml.engine.trainer import evaluate, load_model_from_checkpoint
-    from asml.metrics import format_table, to_json
 
     if args.json is not None and Path(args.json).exists():
         raise FileExistsError(f"{args.json} exists; choose another --json path")
     model, config, class_names = load_model_from_checkpoint(Path(args.run))
+    task = task_for(config)
     data_config = config.data.model_copy(update=_parse_overrides(args.data, "data"))
-    bundle = build_data(type(config.data).model_validate(data_config.model_dump()))
-    result = evaluate(model, bundle, next(model.parameters()).device, config.train.trimap_widths)
-    print(format_table(result, class_names))
+    bundle = build_data(type(config.data).model_validate(data_config.model_dump()), config.task)
+    device = next(model.parameters()).device
+    result = evaluate(model, bundle, device, config.train.trimap_widths, task=task)
+    print(task.table(result, class_names))
     if args.json is not None:
-        Path(args.json).write_text(json.dumps(to_json(result, class_names), indent=1, allow_nan=False))
+        Path(args.json).write_text(json.dumps(task.to_json(result, class_names), indent=1, allow_nan=False))
     return 0
 
 
@@ -300,10 +312,12 @@ def _run_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from asml.engine.predict import predict_files
+    from asml.engine.tasks import RegressionTask, task_for
     from asml.engine.trainer import load_model_from_checkpoint
 
-    model, _, class_names = load_model_from_checkpoint(Path(args.checkpoint))
-    for written in predict_files(model, [Path(p) for p in args.images], Path(args.out), len(class_names), args.force):
+    model, config, _ = load_model_from_checkpoint(Path(args.checkpoint))
+    task = task_for(config) if config.task == "segmentation" else RegressionTask(config.task, args.depth_scale)
+    for written in predict_files(model, [Path(p) for p in args.images], Path(args.out), task, args.force):
         print(f"wrote {written}")
     return 0
 

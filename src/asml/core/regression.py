@@ -45,6 +45,7 @@ REGRESSION_TASKS = ("depth", "normals")
 # How far a valid target normal may be from unit length before it is refused.
 _UNIT_TOLERANCE = 1e-3
 _NORM_EPS = 1e-12
+_LOG_DEPTH_LIMIT = 20.0
 
 
 def _float(tensor: Tensor) -> Tensor:
@@ -122,7 +123,9 @@ class DepthEncoding(RegressionEncoding):
         return _float(output).clamp_min(math.log(self.min_depth))
 
     def decode(self, output: Tensor) -> Tensor:
-        return torch.exp(_float(output))
+        # Log-depth clamped to +-20 (2e-9 to 5e8 m) so that exp stays finite for any output, as an
+        # untrained network's can be: the metrics refuse non-finite predictions.
+        return torch.exp(_float(output).clamp(-_LOG_DEPTH_LIMIT, _LOG_DEPTH_LIMIT))
 
     def reconstruction_loss(self, reconstruction: Tensor, encoded_target: Tensor, valid: Tensor | None) -> Tensor:
         return masked_mean((_float(reconstruction) - encoded_target).square()[:, 0], valid)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "ConfigError",
@@ -26,6 +26,12 @@ __all__ = [
     "load_config",
     "load_config_text",
 ]
+
+
+# The checkpoint kept as best.pt unless train.best_metric says otherwise, per regression task.
+TASK_BEST_METRICS = {"depth": "delta1", "normals": "within_11.25"}
+REGRESSION_ONLY_LOSSES = ("iid", "asm+iid")
+TASK_IID_LOSSES = {"depth": ("l1", "l2"), "normals": ("cosine", "l2")}
 
 
 class ConfigError(ValueError):
@@ -49,8 +55,9 @@ class ModelConfig(_Strict):
 class DataConfig(_Strict):
     """Where the images come from and how they are batched.
 
-    ``dataset``: ``builtin:horses``, ``builtin:riders``, ``voc``, ``cityscapes``, ``weizmann_horse``
-    or ``folder`` (the last four read ``root``).
+    ``dataset``: for segmentation ``builtin:horses``, ``builtin:riders``, ``voc``, ``cityscapes``,
+    ``weizmann_horse`` or ``folder`` (the last four read ``root``); for depth and normals
+    ``builtin:scenes``.
     """
 
     dataset: str = "builtin:horses"
@@ -69,10 +76,20 @@ class DataConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    """The segmenter's loss (``asml.losses.build_loss``); ``asm`` holds ASM keyword arguments."""
+    """The network's loss (``asml.losses.build_loss``, or ``build_regression_loss`` for depth and
+    normals); ``asm`` holds ASM keyword arguments.
 
-    name: Literal["ce", "asm", "asm+ce", "gan", "lovasz", "lovasz+ce", "dice", "dice+ce"] = "asm+ce"
+    ``name`` for segmentation: ``ce``, ``asm``, ``asm+ce``, ``gan``, ``lovasz(+ce)``, ``dice(+ce)``;
+    for depth and normals: ``iid``, ``asm``, ``asm+iid``, ``gan``. Unless set, ``asm+ce`` for
+    segmentation and ``asm+iid`` for depth and normals.
+    """
+
+    name: Literal["ce", "asm", "asm+ce", "gan", "lovasz", "lovasz+ce", "dice", "dice+ce", "iid", "asm+iid"] = "asm+ce"
     ce_weight: float = Field(1.0, ge=0)
+    iid: Literal["l1", "l2", "cosine"] | None = Field(
+        None, description="per-pixel loss of depth (l1, l2 on log-depth) or normals (cosine, l2); None: l1 / cosine"
+    )
+    iid_weight: float = Field(1.0, ge=0)
     gan_weight: float = Field(0.01, ge=0)
     gan_lr: float = Field(2e-4, gt=0)
     asm: dict[str, Any] = Field(default_factory=dict)
@@ -97,7 +114,7 @@ class TrainConfig(_Strict):
     log_every: int = Field(20, ge=1)
     checkpoint_every: int = Field(200, ge=1)
     keep_last: int = Field(2, ge=1)
-    best_metric: str = "mIoU"
+    best_metric: str = Field("mIoU", description="unless set: mIoU, or for depth delta1, for normals within_11.25")
     amp: Literal["none", "bf16", "fp16"] = "none"
     sync_bn: bool = False
     freeze_bn: bool = False
@@ -109,12 +126,34 @@ class RunConfig(_Strict):
     """Everything a run needs; saved as ``config.yaml`` in the run directory."""
 
     run_dir: str = "runs/run"
+    task: Literal["segmentation", "depth", "normals"] = "segmentation"
     seed: int = 0
     model: ModelConfig = Field(default_factory=lambda: ModelConfig())
     data: DataConfig = Field(default_factory=lambda: DataConfig())
     loss: LossConfig = Field(default_factory=lambda: LossConfig())
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig())
     train: TrainConfig = Field(default_factory=lambda: TrainConfig())
+
+    @model_validator(mode="after")
+    def _task_defaults(self) -> RunConfig:
+        """Depth and normals take their own loss and best metric unless the config sets them, and
+        refuse losses of the other kind."""
+        if self.task == "segmentation":
+            if self.loss.name in REGRESSION_ONLY_LOSSES:
+                raise ValueError(f"loss.name {self.loss.name!r} is for depth and normals, not for segmentation")
+            return self
+        if "name" not in self.loss.model_fields_set:
+            self.loss.name = "asm+iid"
+        if "best_metric" not in self.train.model_fields_set:
+            self.train.best_metric = TASK_BEST_METRICS[self.task]
+        if self.loss.name not in ("iid", "asm", "asm+iid", "gan"):
+            raise ValueError(
+                f"loss.name {self.loss.name!r} is for segmentation; task {self.task} takes iid, asm, asm+iid or gan"
+            )
+        allowed = TASK_IID_LOSSES[self.task]
+        if self.loss.iid is not None and self.loss.iid not in allowed:
+            raise ValueError(f"loss.iid {self.loss.iid!r} is not a {self.task} loss; choose {' or '.join(allowed)}")
+        return self
 
     def to_yaml(self) -> str:
         """The resolved configuration as YAML."""
@@ -156,6 +195,8 @@ def _explain(error: ValidationError, source: str) -> ConfigError:
             close = difflib.get_close_matches(location[-1], choices, n=1)
             hint = f"; did you mean {'.'.join([*location[:-1], close[0]])!r}?" if close else ""
             lines.append(f"unknown key {key!r}{hint} (valid here: {', '.join(choices)})")
+        elif not location:  # a check across sections (RunConfig's validator): its message says it all
+            lines.append(str(problem["msg"]).removeprefix("Value error, "))
         else:
             lines.append(f"{key}: {problem['msg']} (got {problem.get('input')!r})")
     return ConfigError(f"invalid configuration in {source}:\n  " + "\n  ".join(lines))

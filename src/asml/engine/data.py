@@ -26,6 +26,8 @@ from asml.data import (
     VOCSegmentation,
     WeizmannHorse,
 )
+from asml.data.dense_transforms import DenseEvalTransform, DenseTrainTransform
+from asml.data.scenes import BuiltinScenes
 from asml.engine.config import ConfigError, DataConfig
 
 __all__ = ["DataBundle", "build_data", "check_headers", "open_split", "training_batches", "validation_loader"]
@@ -34,19 +36,48 @@ RawDataset = Dataset[tuple[Tensor, Tensor]]
 
 
 class DataBundle:
-    """Train and validation sets (raw pairs), their classes, and the transforms."""
+    """Train and validation sets (raw pairs), their classes (none for depth and normals), and the
+    transforms of the task."""
 
-    def __init__(self, train: RawDataset, val: RawDataset, class_names: Sequence[str], config: DataConfig) -> None:
+    train_transform: TrainTransform | DenseTrainTransform
+    eval_transform: EvalTransform | DenseEvalTransform
+
+    def __init__(
+        self,
+        train: RawDataset,
+        val: RawDataset,
+        class_names: Sequence[str],
+        config: DataConfig,
+        task: str = "segmentation",
+    ) -> None:
         self.train, self.val = train, val
         self.class_names = tuple(class_names)
         self.num_classes = len(self.class_names)
-        self.train_transform = TrainTransform(crop_size=config.crop_size, scale_range=config.scale_range)
-        self.eval_transform = EvalTransform(size=config.eval_size)
+        self.task = task
+        if task == "segmentation":
+            self.train_transform = TrainTransform(crop_size=config.crop_size, scale_range=config.scale_range)
+            self.eval_transform = EvalTransform(size=config.eval_size)
+        else:
+            self.train_transform = DenseTrainTransform(config.crop_size, task, scale_range=config.scale_range)
+            self.eval_transform = DenseEvalTransform(size=config.eval_size, task=task)
 
 
-def open_split(config: DataConfig, split: str) -> RawDataset:
-    """The raw (untransformed) dataset of ``split`` as the config describes it."""
+SEGMENTATION_DATASETS = "builtin:horses, builtin:riders, voc, cityscapes, weizmann_horse or folder"
+REGRESSION_DATASETS = "builtin:scenes"
+
+
+def open_split(config: DataConfig, split: str, task: str = "segmentation") -> RawDataset:
+    """The raw (untransformed) dataset of ``split`` as the config describes it, for ``task``."""
     kind = config.dataset
+    if task != "segmentation":
+        if kind == "builtin:scenes":
+            return BuiltinScenes(split, size=config.size, task=task)
+        raise ConfigError(f"data.dataset {kind!r} holds label maps; task {task} reads {REGRESSION_DATASETS}")
+    if kind == "builtin:scenes":
+        raise ConfigError(
+            "data.dataset 'builtin:scenes' holds depth and surface normals: set task=depth or task=normals, "
+            f"or choose a segmentation set ({SEGMENTATION_DATASETS})"
+        )
     if kind.startswith("builtin:"):
         return BuiltinSegmentation(kind.split(":", 1)[1], split, size=config.size)
     if config.root is None:
@@ -60,15 +91,17 @@ def open_split(config: DataConfig, split: str) -> RawDataset:
         return WeizmannHorse(root, split)
     if kind == "folder":
         return FolderSegmentation(root, split, num_classes=config.num_classes)
-    choices = "builtin:horses, builtin:riders, voc, cityscapes, weizmann_horse or folder"
-    raise ConfigError(f"unknown data.dataset {kind!r}; choose {choices}")
+    raise ConfigError(f"unknown data.dataset {kind!r}; choose {SEGMENTATION_DATASETS} (or for depth and normals "
+                      f"{REGRESSION_DATASETS})")  # fmt: skip
 
 
-def build_data(config: DataConfig) -> DataBundle:
-    """Open the train and validation splits named in the config."""
-    train, val = open_split(config, config.train_split), open_split(config, config.val_split)
+def build_data(config: DataConfig, task: str = "segmentation") -> DataBundle:
+    """Open the train and validation splits named in the config, for ``task``."""
+    train, val = open_split(config, config.train_split, task), open_split(config, config.val_split, task)
     if config.val_images is not None:
         val = Subset(val, range(min(config.val_images, len(val))))  # type: ignore[arg-type]
+    if task != "segmentation":
+        return DataBundle(train, val, (), config, task)
     names = getattr(train, "class_names", None)
     if names is None:
         raise ConfigError(f"dataset {config.dataset!r} does not name its classes")

@@ -24,16 +24,15 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from asml.core import PolyDecay, cross_entropy_over_valid
+from asml.core import PolyDecay
 from asml.data import DatasetError
 from asml.engine.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_atomic, step_path
 from asml.engine.config import ConfigError, RunConfig
 from asml.engine.data import DataBundle, build_data, check_headers, training_batches, validation_loader
 from asml.engine.progress import ProgressBar, format_values
-from asml.losses import SegmentationLoss, build_loss
-from asml.metrics import SegmentationMetrics, format_table, to_json
+from asml.engine.tasks import SegmentationTask, Task, task_for
+from asml.losses import SegmentationLoss
 from asml.models import SegmentationModel, build
-from asml.viz.preview import label_colormap
 
 __all__ = ["NonFiniteLossError", "RunDirectoryError", "evaluate", "train"]
 
@@ -106,9 +105,9 @@ def _check_devices(config: RunConfig, device: torch.device) -> None:
         raise ConfigError("train.amp=fp16 needs a CUDA device; use bf16 on the CPU")
 
 
-def _build_model(config: RunConfig, num_classes: int, processes: _Processes) -> nn.Module:
+def _build_model(config: RunConfig, out_channels: int, processes: _Processes) -> nn.Module:
     model: nn.Module = build(
-        config.model.name, num_classes, config.model.encoder, weights=config.model.weights, aux=config.model.aux
+        config.model.name, out_channels, config.model.encoder, weights=config.model.weights, aux=config.model.aux
     )
     if config.train.sync_bn and processes.world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
@@ -194,52 +193,35 @@ def evaluate(
     world: int = 1,
     workers: int = 0,
     progress: bool = True,
+    task: Task | None = None,
 ) -> dict[str, Tensor]:
     """Whole-image evaluation of ``model`` on the validation set; reduced across processes.
 
-    ``progress`` shows a bar over the images on a terminal (on the first process only)."""
+    ``task`` (default: segmentation) chooses the metrics; ``progress`` shows a bar over the images on
+    a terminal (on the first process only)."""
+    task = task if task is not None else SegmentationTask()
     was_training = model.training
     model.eval()
-    metrics = SegmentationMetrics(bundle.num_classes, trimap_widths=trimap_widths, class_names=bundle.class_names)
-    metrics = metrics.to(device)
+    metrics = task.new_metrics(bundle.class_names, trimap_widths).to(device)
     loader = validation_loader(bundle, rank, world, workers)
     with ProgressBar("eval", len(loader), unit="img", enabled=rank == 0 and progress) as bar:
-        for image, mask in loader:
-            logits = model(image.to(device))
-            metrics.update(logits.argmax(dim=1), mask.to(device))
+        for image, target in loader:
+            task.update_metrics(metrics, model(image.to(device)), target.to(device))
             bar.advance()
-    result = metrics.compute()
+    result: dict[str, Tensor] = metrics.compute()
     model.train(was_training)
     return result
 
 
 @torch.no_grad()
 def _validation_pictures(
-    model: nn.Module, bundle: DataBundle, loss_fn: SegmentationLoss, device: torch.device
+    model: nn.Module, bundle: DataBundle, loss_fn: SegmentationLoss, device: torch.device, task: Task
 ) -> dict[str, Tensor]:
-    """The first validation image: image | target | prediction, and (ASM) each layer's loss map."""
-    colours = torch.from_numpy(label_colormap()).float().div(255)
-    image, mask = bundle.val[0]
-    normalised, _ = bundle.eval_transform(image, mask)
-    logits = _unwrap(model).eval()(normalised[None].to(device)).float().cpu()
-    predicted = logits.argmax(1)[0]
-    shown = image.float().div(255) if image.dtype == torch.uint8 else image
-    strip = [shown, colours[mask.clamp(0, 255)].permute(2, 0, 1), colours[predicted].permute(2, 0, 1)]
-    pictures = {"validation/image_target_prediction": torch.cat(strip, dim=2)}
-    asm = getattr(loss_fn, "asm", None)
-    if asm is not None:
-        for layer, loss_map in asm.loss_maps(logits.to(device), mask[None].to(device)).items():
-            scaled = (loss_map[0] / 4).clamp(0, 1).cpu()  # distances lie in [0, 4]
-            pictures[f"analyzer_loss_map/{layer}"] = scaled.expand(3, *scaled.shape)
-    return pictures
-
-
-def _scalar_summary(result: dict[str, Tensor]) -> dict[str, float]:
-    keys = ("mIoU", "BF", "mean_boundary_IoU", "pixel_accuracy", "mean_class_accuracy", "context_share")
-    summary = {key: float(result[key]) for key in keys}
-    for width, value in zip(result["trimap_widths"].tolist(), result["trimap_mIoU"].tolist(), strict=True):
-        summary[f"trimap_mIoU@{width:g}px"] = value
-    return summary
+    """The first validation sample as the task draws it (image, target, prediction, loss maps)."""
+    image, target = bundle.val[0]
+    normalised, _ = bundle.eval_transform(image, target)
+    output = _unwrap(model).eval()(normalised[None].to(device))
+    return task.pictures(output, image, target, loss_fn)
 
 
 def _next_batch(batches: Iterator[tuple[Tensor, Tensor]], step: int, checkpoints: Path) -> tuple[Tensor, Tensor]:
@@ -255,12 +237,6 @@ def _next_batch(batches: Iterator[tuple[Tensor, Tensor]], step: int, checkpoints
         raise DatasetError(
             f"{message}\ntraining stopped at step {step}; {kept}: fix the file, then run the same command with --resume"
         ) from None
-
-
-def _headline(summary: dict[str, float]) -> str:
-    """``mIoU 61.2  BF 13.8  boundary IoU 20.1`` (in %) for the eval line."""
-    shown = {"mIoU": "mIoU", "BF": "BF", "mean_boundary_IoU": "boundary IoU"}
-    return "  ".join(f"{label} {100 * summary[key]:.1f}" for key, label in shown.items())
 
 
 def _check_finite(loss: Tensor, loss_fn: SegmentationLoss, step: int) -> None:
@@ -315,21 +291,15 @@ def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[
     """Train as configured; return the final validation scores (also in ``final_metrics.json``)."""
     processes = _start_processes(config.train.device)
     _check_devices(config, processes.device)
-    bundle = build_data(config.data)  # before the run directory: a missing dataset leaves nothing behind
+    task = task_for(config)
+    task.check_best_metric(config.train.best_metric)
+    bundle = build_data(config.data, config.task)  # before the run directory: a missing dataset leaves nothing behind
     check_headers(bundle)  # bad files found in seconds, not when their batch comes up
     run_dir = _prepare_run_directory(config, resume, force, processes)
     checkpoints = run_dir / "checkpoints"
     torch.manual_seed(config.seed)
-    model = _build_model(config, bundle.num_classes, processes)
-    loss_fn = build_loss(
-        config.loss.name,
-        bundle.num_classes,
-        total_steps=config.train.steps,
-        asm_options=config.loss.asm,
-        ce_weight=config.loss.ce_weight,
-        gan_weight=config.loss.gan_weight,
-        gan_lr=config.loss.gan_lr,
-    ).to(processes.device)
+    model = _build_model(config, task.output_channels(bundle.num_classes), processes)
+    loss_fn = task.build_loss(config, bundle.num_classes).to(processes.device)
     optimizer = _optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, PolyDecay(config.train.steps, config.optim.poly_power))
     scaler = torch.amp.GradScaler(processes.device.type, enabled=config.train.amp == "fp16")
@@ -371,7 +341,7 @@ def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[
                     logits, aux = model(images), {}
                 loss = loss_fn(logits, masks, images)
                 for aux_logits in aux.values():
-                    loss = loss + config.model.aux_weight * cross_entropy_over_valid(aux_logits, masks)
+                    loss = loss + config.model.aux_weight * task.aux_loss(aux_logits, masks)
             _check_finite(loss, loss_fn, step)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -394,15 +364,15 @@ def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[
             if step % config.train.eval_every == 0 or step == config.train.steps:
                 result = evaluate(
                     _unwrap(model), bundle, processes.device, config.train.trimap_widths,
-                    processes.rank, processes.world, 0,
+                    processes.rank, processes.world, 0, task=task,
                 )  # fmt: skip
-                summary = _scalar_summary(result)
+                summary = task.summary(result)
                 logger.record(step, "eval", summary)
                 if processes.is_main:
-                    print(f"eval at step {step}: " + _headline(summary), flush=True)
-                    logger.pictures(step, _validation_pictures(model, bundle, loss_fn, processes.device))
+                    print(f"eval at step {step}: " + task.headline(summary), flush=True)
+                    logger.pictures(step, _validation_pictures(model, bundle, loss_fn, processes.device, task))
                 score = summary.get(config.train.best_metric, float("nan"))
-                if score > best["value"]:
+                if task.is_better(config.train.best_metric, score, best["value"]):
                     best = {"value": score, "step": step}
                     if processes.is_main:
                         save_atomic(
@@ -419,24 +389,25 @@ def train(config: RunConfig, resume: bool = False, force: bool = False) -> dict[
                 prune_checkpoints(checkpoints, config.train.keep_last)
     if result is None:  # resumed after the last step: evaluate what is there
         result = evaluate(_unwrap(model), bundle, processes.device, config.train.trimap_widths,
-                          processes.rank, processes.world, 0)  # fmt: skip
-    summary = _scalar_summary(result)
+                          processes.rank, processes.world, 0, task=task)  # fmt: skip
+    summary = task.summary(result)
     steps_run = config.train.steps - start_step
     summary["seconds_per_step"] = training_seconds / steps_run if steps_run > 0 else float("nan")
     if processes.is_main:
         timing = {"training_seconds": training_seconds, "steps": steps_run}
         (run_dir / "timing.json").write_text(json.dumps(timing))
         (run_dir / "final_metrics.json").write_text(
-            json.dumps(to_json(result, bundle.class_names), indent=1, allow_nan=False)
+            json.dumps(task.to_json(result, bundle.class_names), indent=1, allow_nan=False)
         )
-        print(format_table(result, bundle.class_names))
+        print(task.table(result, bundle.class_names))
     return summary
 
 
 def load_model_from_checkpoint(
     path: Path, device: torch.device | str = "cpu"
 ) -> tuple[SegmentationModel, RunConfig, list[str]]:
-    """The segmenter of a checkpoint (or the latest/best in a run directory), its config and class names."""
+    """The network of a checkpoint (or the latest/best in a run directory), its config and class names
+    (none for depth and normals)."""
     from asml.engine.config import load_config_text
 
     if path.is_dir():
@@ -448,6 +419,7 @@ def load_model_from_checkpoint(
     state = load_checkpoint(path, device)
     config = load_config_text(state["config"], str(path))
     class_names = list(state["class_names"])
-    model = build(config.model.name, len(class_names), config.model.encoder, aux=config.model.aux)
+    channels = task_for(config).output_channels(len(class_names))
+    model = build(config.model.name, channels, config.model.encoder, aux=config.model.aux)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), config, class_names

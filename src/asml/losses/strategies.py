@@ -181,10 +181,14 @@ class ConditionalGANLoss(SegmentationLoss):
             self.latest = {}
         score = self._discriminator(images, fake, detach=True)
         adversarial = F.binary_cross_entropy_with_logits(score, torch.ones_like(score))
-        cross_entropy = cross_entropy_over_valid(as_class_logits(logits), target, self.ignore_index)
-        loss = cross_entropy + self.gan_weight * adversarial
-        self.latest.update({"ce": cross_entropy.detach(), "gan": adversarial.detach(), "loss": loss.detach()})
+        pixel_name, pixel_loss = self._pixel_term(logits, target)
+        loss = pixel_loss + self.gan_weight * adversarial
+        self.latest.update({pixel_name: pixel_loss.detach(), "gan": adversarial.detach(), "loss": loss.detach()})
         return loss
+
+    def _pixel_term(self, logits: Tensor, target: Tensor) -> tuple[str, Tensor]:
+        """The per-pixel loss the GAN term is added to, and its name in ``latest``: CE here."""
+        return "ce", cross_entropy_over_valid(as_class_logits(logits), target, self.ignore_index)
 
     def get_extra_state(self) -> dict[str, Any]:
         """The discriminator's optimizer, saved next to its weights."""
