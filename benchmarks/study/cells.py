@@ -29,6 +29,13 @@ BASES: dict[str, dict[str, Any]] = {
         "steps": SHORT,
     },
     "riders/unet-r18": {"dataset": "riders", "model": {"name": "unet", "encoder": "resnet18"}, "steps": SHORT},
+    # Surface normals of the rendered scenes (``benchmarks/scenes_study.py``; cells in study/scenes.py).
+    "scenes-normals/unet-r18": {
+        "dataset": "scenes",
+        "task": "normals",
+        "model": {"name": "unet", "encoder": "resnet18"},
+        "steps": 900,
+    },
 }
 
 

@@ -25,8 +25,10 @@ def run_config(cell: Cell, seed: int, run_dir: Path, steps: int | None = None) -
     """The ``asml train`` config of one run (the demo's data and optimiser, the cell's loss)."""
     base = BASES[cell.base]
     steps = steps or base["steps"]
+    task = {"task": base["task"]} if "task" in base else {}  # segmentation unless the base says
     return {
         "run_dir": str(run_dir),
+        **task,
         "seed": seed,
         "model": base["model"],
         "data": {
@@ -90,7 +92,8 @@ def _same_config(saved: dict[str, Any], cell: Cell, seed: int, steps: int | None
     """Whether ``saved`` (a run's resolved config) is this cell's (not a smoke test, not an older
     definition of the cell); where the run lives does not count."""
     expected = _resolved(run_config(cell, seed, Path(), steps))
-    return _comparable(saved) == _comparable(expected)
+    # Resolved too: keys added to the config since a run was saved (e.g. ``task``) take their defaults.
+    return _comparable(_resolved(saved)) == _comparable(expected)
 
 
 def config_matches(run_dir: Path, cell: Cell, seed: int, steps: int | None = None) -> bool:

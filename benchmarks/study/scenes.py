@@ -1,0 +1,190 @@
+"""The surface-normals study on ``builtin:scenes``: its cells (data), scores and report.
+
+The question, from the authors' released table (2D-3D-S, U-Net): does ASM gain on the fine angle
+thresholds (2.8125 / 5.625 / 11.25 degrees: +4.7 / +4.4 / +5.3 points there) over the per-pixel
+loss, and what does it cost? Cells: IID (cosine loss) with a learning-rate sweep, the cGAN baseline,
+ASM alone as released, ASM + IID, and ASM + IID with segmentation's default (conv1-9, every 2).
+Runs, records and resumption are the ablation study's (``study/runs.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from study.cells import RELEASED_ASM, THREE, Cell
+from study.report import _mean_std
+from study.runs import _record_matches, record_path
+
+__all__ = ["SCENE_CELLS", "THRESHOLDS", "report", "scene_scores"]
+
+N = "scenes-normals/unet-r18"
+THRESHOLDS = ("2.8125", "5.625", "11.25", "22.5", "30")
+SCORES = ("mean_angle", "median_angle", *(f"within_{t}" for t in THRESHOLDS))
+LABELS = {"mean_angle": "mean", "median_angle": "median", **{f"within_{t}": f"<={t}" for t in THRESHOLDS}}
+LOWER_IS_BETTER = ("mean_angle", "median_angle")
+CONV1_9 = [f"conv{i}" for i in range(1, 10)]
+REFERENCE = "iid"  # what every other cell is compared with in pairs (and the best IID, below)
+
+SCENE_CELLS: list[Cell] = [  # trained seed by seed in this order (study.runs.training_order)
+    Cell(REFERENCE, "loss", N, "iid", seeds=THREE),
+    Cell("asm+iid", "loss", N, "asm+iid", dict(RELEASED_ASM), seeds=THREE),
+    Cell("asm", "loss", N, "asm", dict(RELEASED_ASM), seeds=THREE),
+    Cell("gan", "loss", N, "gan", seeds=THREE),
+    # A fair baseline: the IID loss at a third and three times the learning rate.
+    Cell("iid lr=0.003", "baseline lr", N, "iid", optim={"lr": 0.003}),
+    Cell("iid lr=0.03", "baseline lr", N, "iid", optim={"lr": 0.03}),
+    # Does segmentation's default (all nine layers, analyzer every second step) carry over?
+    Cell(
+        "asm+iid conv1-9 every2",
+        "layers",
+        N,
+        "asm+iid",
+        {**RELEASED_ASM, "matched_layers": CONV1_9, "analyzer_every": 2},
+    ),
+]
+
+
+def scene_scores(docs: Path, cell: Cell, seed: int, steps: int | None = None) -> dict[str, Any] | None:
+    """Final scores (angles in degrees, shares in %), s/step and the training curve of one run's
+    record; None if unfinished or made with another config."""
+    record = record_path(docs, cell, seed)
+    if not record.is_file() or not _record_matches(record, cell, seed, steps):
+        return None
+    summary = json.loads(record.read_text())
+    final = summary["final"]
+    scores: dict[str, Any] = {key: final[key] * (1 if key in LOWER_IS_BETTER else 100) for key in SCORES}
+    timing = summary["timing"]
+    scores["seconds_per_step"] = timing["training_seconds"] / timing["steps"] if timing["steps"] else None
+    scores["training_minutes"] = timing["training_seconds"] / 60
+    scores["curve"] = summary["train"]
+    return scores
+
+
+def _best_baseline(table: dict[str, Any]) -> str | None:
+    """The IID cell with the highest mean share within 11.25 degrees (the study's best-lr baseline)."""
+    candidates = {key: entry for key, entry in table.items() if entry["loss"] == "iid"}
+    ranked = [
+        (entry["within_11.25"]["mean"], key) for key, entry in candidates.items() if entry["within_11.25"]["mean"]
+    ]
+    return max(ranked)[1] if ranked else None
+
+
+def collect(docs: Path, cells: list[Cell], steps: int | None = None) -> dict[str, Any]:
+    """Per cell: seeds done, mean/std of every score and s/step; then per cell the paired differences
+    (same seed) against IID at the default lr and against the best IID of the sweep."""
+    table: dict[str, Any] = {}
+    scores = {cell.key(): {s: scene_scores(docs, cell, s, steps) for s in cell.seeds} for cell in cells}
+    for cell in cells:
+        done = {seed: value for seed, value in scores[cell.key()].items() if value is not None}
+        if not done:
+            continue
+        entry: dict[str, Any] = {"cell": cell.name, "base": cell.base, "loss": cell.loss, "group": cell.group,
+                                 "optim": cell.optim, "asm": cell.asm, "seeds": sorted(done),
+                                 "missing_seeds": sorted(set(cell.seeds) - set(done))}  # fmt: skip
+        for key in (*SCORES, "seconds_per_step", "training_minutes"):
+            entry[key] = _mean_std([value[key] for value in done.values()])
+        table[cell.key()] = entry
+    best = _best_baseline(table)
+    for cell in cells:
+        if cell.key() not in table:
+            continue
+        references = {"iid": f"{cell.base}::{REFERENCE}", "best iid": best}
+        paired: dict[str, Any] = {}
+        for label, reference in references.items():
+            if reference is None or reference == cell.key() or reference not in table:
+                continue
+            other = next(c for c in cells if c.key() == reference)
+            seeds = [s for s in cell.seeds if scores[cell.key()][s] and scores[reference].get(s)]
+            paired[label] = {"cell": other.name, "seeds": seeds}
+            for key in SCORES:
+                differences = [scores[cell.key()][s][key] - scores[reference][s][key] for s in seeds]  # type: ignore[index]
+                better = sum((d < 0) if key in LOWER_IS_BETTER else (d > 0) for d in differences)
+                paired[label][key] = {**_mean_std(list(differences)), "values": differences, "better": better}
+        table[cell.key()]["paired"] = paired
+    table["_best_iid"] = best
+    return table
+
+
+def _fmt(stat: dict[str, Any], digits: int = 1, signed: bool = False) -> str:
+    if stat.get("mean") is None:
+        return "-"
+    mean = f"{stat['mean']:+.{digits}f}" if signed else f"{stat['mean']:.{digits}f}"
+    return mean if stat.get("std") is None else f"{mean} ± {stat['std']:.{digits}f}"
+
+
+def markdown(table: dict[str, Any], not_run: list[str]) -> str:
+    entries = [entry for key, entry in table.items() if not key.startswith("_")]
+    lines = [
+        "# Surface normals on builtin:scenes: IID, cGAN, ASM, ASM+IID",
+        "",
+        "Regenerate: `.venv/bin/python benchmarks/scenes_study.py` (trains what is missing, then reports;",
+        "`--report-only` rebuilds this page from `docs/scenes/runs/`).",
+        "",
+        "U-Net-ResNet-18 from scratch, 64 px rendered scenes (`builtin:scenes`, exact normals), batch 8,",
+        "SGD momentum 0.9, lr 0.01 unless said, 900 steps, evaluated on the 128 validation scenes.",
+        "Angles in degrees (lower is better), shares of valid pixels within a threshold in % (higher is better),",
+        "mean ± std over seeds; the release's thresholds (2.8125 ... 30 degrees).",
+        "",
+        "| cell | seeds | " + " | ".join(LABELS[k] for k in SCORES) + " | s/step |",
+        "|---|---|" + "---|" * (len(SCORES) + 1),
+    ]
+    for entry in entries:
+        cells = [_fmt(entry[k], 2 if k in LOWER_IS_BETTER else 1) for k in SCORES]
+        lines.append(f"| {entry['cell']} | {len(entry['seeds'])} | " + " | ".join(cells)
+                     + f" | {_fmt(entry['seconds_per_step'], 3)} |")  # fmt: skip
+    best = table.get("_best_iid")
+    for label, title in (("iid", "IID at lr 0.01"), ("best iid", f"the best IID of the sweep ({best})")):
+        rows = [entry for entry in entries if label in entry.get("paired", {})]
+        if not rows:
+            continue
+        lines += ["", f"## Paired differences to {title}", "",
+                  "Same seed, cell minus reference; in brackets the seeds on which the cell is better.", "",
+                  "| cell | seeds | " + " | ".join(LABELS[k] for k in SCORES) + " |",
+                  "|---|---|" + "---|" * len(SCORES)]  # fmt: skip
+        for entry in rows:
+            pair = entry["paired"][label]
+            cells = [f"{_fmt(pair[k], 2, signed=True)} ({pair[k]['better']}/{len(pair['seeds'])})" for k in SCORES]
+            lines.append(f"| {entry['cell']} | {len(pair['seeds'])} | " + " | ".join(cells) + " |")
+    if not_run:
+        lines += ["", "Cells or seeds not run yet: " + ", ".join(not_run) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: dict[str, Any], docs: Path) -> Path | None:
+    """Share of pixels within each threshold per cell (mean and std over seeds), as the release's table."""
+    entries = [entry for key, entry in table.items() if not key.startswith("_")]
+    if not entries:
+        return None
+    figure = Figure(figsize=(8, 4))
+    axes = figure.subplots()
+    width = 0.8 / len(entries)
+    for index, entry in enumerate(entries):
+        means = [entry[f"within_{t}"]["mean"] or 0.0 for t in THRESHOLDS]
+        stds = [entry[f"within_{t}"]["std"] or 0.0 for t in THRESHOLDS]
+        positions = [i + index * width for i in range(len(THRESHOLDS))]
+        axes.bar(positions, means, width, yerr=stds, label=entry["cell"])
+    axes.set_xticks([i + 0.4 - width / 2 for i in range(len(THRESHOLDS))], [f"<= {t} deg" for t in THRESHOLDS])
+    axes.set_ylabel("valid pixels within (%)")
+    axes.legend(fontsize=7)
+    path = docs / "within_thresholds.png"
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def report(docs: Path, cells: list[Cell], steps: int | None = None) -> None:
+    """``results.json``, ``README.md`` and the plot in ``docs``, from the records alone."""
+    docs.mkdir(parents=True, exist_ok=True)
+    table = collect(docs, cells, steps)
+    not_run = [f"{cell.name} seed {seed}" for cell in cells for seed in cell.seeds
+               if scene_scores(docs, cell, seed, steps) is None]  # fmt: skip
+    (docs / "results.json").write_text(json.dumps(table, indent=1) + "\n")
+    (docs / "README.md").write_text(markdown(table, not_run))
+    plot(table, docs)
+    minutes = [entry["training_minutes"]["mean"] for key, entry in table.items() if not key.startswith("_")]
+    if minutes:
+        print(f"[scenes] report: {len(minutes)} cells, mean {statistics.fmean(m for m in minutes if m):.1f} min/run")
