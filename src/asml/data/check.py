@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
+from asml.data.dense_readers import DenseFiles
 from asml.data.readers import IMAGE_MODES, MASK_MODES, DatasetError, SegmentationFiles, open_picture
 
 __all__ = ["SplitReport", "check_dataset", "header_problems"]
@@ -41,6 +42,8 @@ def header_problems(dataset: Dataset[tuple[Tensor, Tensor]]) -> list[str]:
     if isinstance(dataset, Subset):  # e.g. data.val_images: only the samples used
         indices = dataset.indices
         dataset = dataset.dataset
+    if isinstance(dataset, DenseFiles):
+        return _dense_header_problems(dataset, indices)
     if not isinstance(dataset, SegmentationFiles):
         return []
     samples = dataset.samples if indices is None else [dataset.samples[i] for i in indices]
@@ -66,6 +69,30 @@ def header_problems(dataset: Dataset[tuple[Tensor, Tensor]]) -> list[str]:
             (mw, mh), (iw, ih) = mask[1], image[1]
             problems.append(
                 f"mask {sample.mask} is {mw}x{mh} but image {sample.image} is {iw}x{ih} (width x height); "
+                "they must be the same size"
+            )
+    return problems
+
+
+def _dense_header_problems(dataset: DenseFiles, indices: Sequence[int] | None) -> list[str]:
+    """Header problems of a depth or normals dataset: image mode, target mode, sizes."""
+    samples = dataset.samples if indices is None else [dataset.samples[i] for i in indices]
+    kind = f"{dataset.task} map"
+    modes = ("I", "I;16", "I;16B") if dataset.task == "depth" else ("RGB",)
+    expected = "a 16-bit single-channel PNG" if dataset.task == "depth" else "an RGB PNG"
+    problems = []
+    for sample in samples:
+        image, target = _header(sample.image, "image"), _header(sample.target, kind)
+        if isinstance(image, str) or isinstance(target, str):
+            problems += [found for found in (image, target) if isinstance(found, str)]
+        elif image[0] != "RGB":
+            problems.append(f"image {sample.image} is mode {image[0]}; expected 3 channel(s), RGB")
+        elif target[0] not in modes:
+            problems.append(f"{kind} {sample.target} is mode {target[0]}; expected {expected}")
+        elif target[1] != image[1]:
+            (tw, th), (iw, ih) = target[1], image[1]
+            problems.append(
+                f"{kind} {sample.target} is {tw}x{th} but image {sample.image} is {iw}x{ih} (width x height); "
                 "they must be the same size"
             )
     return problems

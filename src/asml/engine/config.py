@@ -57,13 +57,14 @@ class DataConfig(_Strict):
 
     ``dataset``: for segmentation ``builtin:horses``, ``builtin:riders``, ``voc``, ``cityscapes``,
     ``weizmann_horse`` or ``folder`` (the last four read ``root``); for depth and normals
-    ``builtin:scenes``.
+    ``builtin:scenes``, ``stanford2d3ds`` (by ``fold``) or ``nyu`` (a folder export; both read ``root``).
     """
 
     dataset: str = "builtin:horses"
     root: str | None = None
     sbd_root: str | None = None
     num_classes: int | None = Field(None, ge=2)
+    fold: int = Field(1, ge=1, le=3, description="Stanford 2D-3D-S fold (1: area 5 for validation)")
     train_split: str = "train"
     val_split: str = "val"
     size: int = Field(64, ge=32, description="image side of the built-in sets")

@@ -26,6 +26,7 @@ from asml.data import (
     VOCSegmentation,
     WeizmannHorse,
 )
+from asml.data.dense_readers import NYUDepthV2, Stanford2D3DS
 from asml.data.dense_transforms import DenseEvalTransform, DenseTrainTransform
 from asml.data.scenes import BuiltinScenes
 from asml.engine.config import ConfigError, DataConfig
@@ -63,19 +64,31 @@ class DataBundle:
 
 
 SEGMENTATION_DATASETS = "builtin:horses, builtin:riders, voc, cityscapes, weizmann_horse or folder"
-REGRESSION_DATASETS = "builtin:scenes"
+REGRESSION_DATASETS = "builtin:scenes, stanford2d3ds or nyu"
+
+
+def _open_dense_split(config: DataConfig, split: str, task: str) -> RawDataset:
+    """The raw dataset of ``split`` for depth or normals."""
+    kind = config.dataset
+    if kind == "builtin:scenes":
+        return BuiltinScenes(split, size=config.size, task=task)
+    if kind not in ("stanford2d3ds", "nyu"):
+        raise ConfigError(f"data.dataset {kind!r} holds label maps; task {task} reads {REGRESSION_DATASETS}")
+    if config.root is None:
+        raise ConfigError(f"data.root is required for data.dataset={kind!r}")
+    if kind == "stanford2d3ds":
+        return Stanford2D3DS(config.root, split, fold=config.fold, task=task)
+    return NYUDepthV2(config.root, split, task=task)
 
 
 def open_split(config: DataConfig, split: str, task: str = "segmentation") -> RawDataset:
     """The raw (untransformed) dataset of ``split`` as the config describes it, for ``task``."""
     kind = config.dataset
     if task != "segmentation":
-        if kind == "builtin:scenes":
-            return BuiltinScenes(split, size=config.size, task=task)
-        raise ConfigError(f"data.dataset {kind!r} holds label maps; task {task} reads {REGRESSION_DATASETS}")
-    if kind == "builtin:scenes":
+        return _open_dense_split(config, split, task)
+    if kind in ("builtin:scenes", "stanford2d3ds", "nyu"):
         raise ConfigError(
-            "data.dataset 'builtin:scenes' holds depth and surface normals: set task=depth or task=normals, "
+            f"data.dataset {kind!r} holds depth and surface normals: set task=depth or task=normals, "
             f"or choose a segmentation set ({SEGMENTATION_DATASETS})"
         )
     if kind.startswith("builtin:"):
