@@ -21,8 +21,9 @@ from PIL import Image
 import asml.engine.tasks as tasks_module
 from asml.cli import main
 from asml.engine.config import ConfigError, RunConfig, load_config
+from asml.engine.tasks import task_for
 from asml.engine.trainer import NonFiniteLossError, RunDirectoryError, train
-from asml.losses import LOSS_NAMES, build_loss
+from asml.losses import LOSS_NAMES
 
 TINY = {
     "model": {"name": "unet", "encoder": "resnet18"},
@@ -70,7 +71,7 @@ def test_overrides_are_parsed_as_yaml_and_every_shipped_config_is_valid() -> Non
     for path in shipped:
         config = load_config(path)
         if config.loss.name.startswith("asm"):  # its ASM options are real keyword arguments
-            build_loss(config.loss.name, 2, asm_options=config.loss.asm)
+            task_for(config).build_loss(config, 2)
 
 
 # ---------------------------------------------------------------- end to end
