@@ -189,3 +189,27 @@ def test_two_processes_train_and_reduce_the_scores_exactly(tmp_path: Path) -> No
     assert reduced["pixels"] == int(single["pixels"])
     for key in ("mean_angle", "median_angle", "within_2.8125", "within_11.25", "within_30"):
         assert reduced[key] == pytest.approx(float(single[key]), rel=1e-12, abs=1e-12), key
+
+
+def test_compare_reports_every_runs_scores_for_normals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "normals.yaml"
+    config.write_text(tiny_config(tmp_path / "unused", "normals", train={"steps": 2, "eval_every": 2}).to_yaml())
+    out = tmp_path / "compare"
+    assert main(["compare", str(config), "--losses", "iid", "asm+iid", "--seeds", "0", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "<= 11.25 deg (%)" in printed and "asm+iid" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "normals" and results["losses"] == ["iid", "asm+iid"]
+    for loss in ("iid", "asm+iid"):
+        finals = [json.loads((out / "runs" / f"{loss.replace('+', '_')}-seed{s}" / "final_metrics.json").read_text())
+                  for s in (0, 1)]  # fmt: skip
+        for key in ("mean_angle", "within_2.8125", "within_30"):
+            assert results["summary"][loss][key]["mean"] == pytest.approx((finals[0][key] + finals[1][key]) / 2)
+    page = (out / "report.html").read_text()
+    assert all(name in page for name in ("thresholds.png", "training_curves.png", "predictions.png"))
+    assert all((out / name).is_file() for name in ("thresholds.png", "training_curves.png", "predictions.png"))
+
+
+def test_demo_refuses_a_data_set_without_the_task(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["demo", "--task", "normals", "--datasets", "horses", "--out", str(tmp_path)]) != 0
+    assert "built-in 'horses' does not hold normals" in capsys.readouterr().err

@@ -18,6 +18,9 @@ class _DefaultsAndRawEpilog(argparse.ArgumentDefaultsHelpFormatter, argparse.Raw
 
 DEMO_LOSSES = ("ce", "asm+ce")
 COMPARE_LOSSES = ("ce", "asm", "asm+ce")
+# For depth and normals: the per-pixel baseline against ASM with it (demo), and ASM alone (compare).
+REGRESSION_DEMO_LOSSES = ("iid", "asm+iid")
+REGRESSION_COMPARE_LOSSES = ("iid", "asm", "asm+iid")
 LONG_DEMO_STEPS = 1350
 
 
@@ -29,14 +32,29 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         description="Train a U-Net-ResNet-18 from scratch with CE and with ASM+CE (same initialisation and data "
         "order) on the built-in horses at 64 px, 450 steps, two runs at a time, then print the scores and write "
         f"a report. --long trains {LONG_DEMO_STEPS} steps instead (about 10 minutes), where the boundary gain "
-        "is larger.",
+        "is larger. --task normals (or depth) compares the per-pixel loss (iid) with ASM+IID on the built-in "
+        "rendered scenes instead.",
+    )
+    demo.add_argument(
+        "--task", choices=("segmentation", "normals", "depth"), default="segmentation", help="what to predict"
     )
     demo.add_argument("--out", default="demo-report", help="folder for the runs and the reports")
     demo.add_argument("--steps", type=int, default=None, help="training steps per run (default 450)")
     demo.add_argument("--long", action="store_true", help=f"train {LONG_DEMO_STEPS} steps per run")
-    demo.add_argument("--losses", nargs="+", default=list(DEMO_LOSSES), help="losses to compare")
+    demo.add_argument(
+        "--losses",
+        nargs="+",
+        default=None,
+        help=f"losses to compare (default {' '.join(DEMO_LOSSES)}; for "
+        f"normals and depth {' '.join(REGRESSION_DEMO_LOSSES)})",
+    )
     demo.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (same seed = same init and data order)")
-    demo.add_argument("--datasets", nargs="+", default=["horses"], help="built-in datasets (horses, riders)")
+    demo.add_argument(
+        "--datasets",
+        nargs="+",
+        default=None,
+        help="built-in datasets (horses, riders; default horses, or scenes for normals and depth)",
+    )
     demo.add_argument("--val-images", type=int, default=None, help="evaluate on the first N images only")
     demo.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
 
@@ -49,7 +67,13 @@ def _add_compare(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     compare.add_argument("config", help="YAML config (its loss.name and seed are replaced per run)")
     compare.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    compare.add_argument("--losses", nargs="+", default=list(COMPARE_LOSSES), help="losses to compare")
+    compare.add_argument(
+        "--losses",
+        nargs="+",
+        default=None,
+        help=f"losses to compare (default {' '.join(COMPARE_LOSSES)}; for "
+        f"normals and depth {' '.join(REGRESSION_COMPARE_LOSSES)})",
+    )
     compare.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="seeds")
     compare.add_argument("--out", required=True, help="folder for the runs and the report (reused to resume)")
     compare.add_argument("--report-only", action="store_true", help="rebuild the report from finished runs")
@@ -152,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _demo_config(dataset: str, steps: int, out: Path, val_images: int | None, jobs: int) -> RunConfig:
+def _demo_config(
+    dataset: str, steps: int, out: Path, val_images: int | None, jobs: int, task: str = "segmentation"
+) -> RunConfig:
     from asml.engine.config import RunConfig
 
     workers = 0 if jobs > 1 else 2  # runs side by side already fill the cores: loader processes would compete
@@ -161,6 +187,7 @@ def _demo_config(dataset: str, steps: int, out: Path, val_images: int | None, jo
     return RunConfig.model_validate(
         {
             "run_dir": str(out),
+            "task": task,
             "model": model,
             "data": {"dataset": f"builtin:{dataset}", "size": 64, "crop_size": 64, "scale_range": [0.75, 1.5],
                      "batch_size": 8, "workers": workers, "val_images": val_images},
@@ -180,11 +207,17 @@ def _compare_and_report(
     jobs: int = 1,
 ) -> Path:
     from asml.engine.compare import aggregate, build_report, format_summary, run_grid
+    from asml.engine.dense_compare import aggregate_regression, build_regression_report, format_regression_summary
 
     if not report_only:
         run_grid(config, losses, seeds, out, jobs)
-    path = build_report(out, losses, seeds, title)
-    print(f"\n{title}\n" + format_summary(aggregate(out, losses, seeds)))
+    if config.task == "segmentation":
+        path = build_report(out, losses, seeds, title)
+        table = format_summary(aggregate(out, losses, seeds))
+    else:
+        path = build_regression_report(out, losses, seeds, title, config.task)
+        table = format_regression_summary(aggregate_regression(out, losses, seeds, config.task))
+    print(f"\n{title}\n" + table)
     print(f"report: {path}")
     return path
 
@@ -198,10 +231,20 @@ def _run_demo(args: argparse.Namespace) -> int:
     if args.long and args.steps is not None:
         raise ConfigError(f"--long trains {LONG_DEMO_STEPS} steps; give either --long or --steps, not both")
     steps = LONG_DEMO_STEPS if args.long else (args.steps or 450)
-    for dataset in args.datasets:
-        config = _demo_config(dataset, steps, out / dataset, args.val_images, args.jobs)
-        title = f"built-in {dataset}, {steps} steps: CE vs ASM"
-        _compare_and_report(config, args.losses, args.seeds, out / dataset, title, False, args.jobs)
+    segmentation = args.task == "segmentation"
+    datasets = args.datasets or (["horses"] if segmentation else ["scenes"])
+    losses = args.losses or list(DEMO_LOSSES if segmentation else REGRESSION_DEMO_LOSSES)
+    for dataset in datasets:
+        if (dataset == "scenes") == segmentation:
+            raise ConfigError(
+                f"built-in {dataset!r} does not hold {args.task}: use horses or riders for segmentation, "
+                "scenes for normals and depth"
+            )
+        folder = out / dataset if segmentation else out / f"{dataset}-{args.task}"
+        config = _demo_config(dataset, steps, folder, args.val_images, args.jobs, args.task)
+        versus = "CE vs ASM" if segmentation else "IID vs ASM"
+        title = f"built-in {dataset}{'' if segmentation else f' ({args.task})'}, {steps} steps: {versus}"
+        _compare_and_report(config, losses, args.seeds, folder, title, False, args.jobs)
     return 0
 
 
@@ -212,7 +255,8 @@ def _run_compare(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     title = args.title or Path(args.config).stem
-    _compare_and_report(config, args.losses, args.seeds, Path(args.out), title, args.report_only, args.jobs)
+    losses = args.losses or list(COMPARE_LOSSES if config.task == "segmentation" else REGRESSION_COMPARE_LOSSES)
+    _compare_and_report(config, losses, args.seeds, Path(args.out), title, args.report_only, args.jobs)
     return 0
 
 
