@@ -160,3 +160,25 @@ def test_training_on_a_stanford_tree_runs_end_to_end(tmp_path: Path) -> None:
     summary = train(config)
     assert summary["mean_angle"] == summary["mean_angle"]  # finite, not NaN
     assert (tmp_path / "run" / "checkpoints" / "best.pt").is_file()
+
+
+def test_data_check_reads_every_sample_and_names_the_bad_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asml.cli import main
+
+    root, written = stanford_root(tmp_path)
+    broken = sorted((root / "area_5b" / "data" / "depth").glob("*.png"))[0]
+    broken.write_bytes(broken.read_bytes()[:60])  # truncated: the header reads, the pixels do not
+    config = tmp_path / "check.yaml"
+    config.write_text(f"task: depth\ndata: {{dataset: stanford2d3ds, root: {root}}}\n")
+    assert main(["data", "check", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "val: 1 bad sample(s) of 4" in out and str(broken) in out
+    assert "train: all 10 samples read" in out
+    train_depths = [v["depth"] for k, v in written.items() if not k.startswith("area_5")]
+    valid = sum(int((d > 0).sum()) for d in train_depths)
+    share = 100 * valid / sum(d.size for d in train_depths)
+    low, high = min(float(d[d > 0].min()) for d in train_depths), max(float(d.max()) for d in train_depths)
+    assert f"train: {share:.2f}% of {sum(d.size for d in train_depths)} target pixels hold a depth value" in out
+    assert f"depth {low:.3f} to {high:.3f} m" in out

@@ -284,6 +284,8 @@ def _run_data_check(args: argparse.Namespace) -> int:
     from asml.engine.progress import ProgressBar
 
     config = load_config(args.config, args.overrides)
+    if config.task != "segmentation":
+        return _check_dense_data(config)
     reports: list[SplitReport] = []
     class_names: tuple[str, ...] = ()
     unopened = []
@@ -301,6 +303,32 @@ def _run_data_check(args: argparse.Namespace) -> int:
         print(message)
     if reports:
         print(format_report(reports, class_names))
+    bad = len(unopened) + sum(len(report.problems) for report in reports)
+    print(f"{bad} problem(s) found" if bad else "no problems found")
+    return 1 if bad else 0
+
+
+def _check_dense_data(config: RunConfig) -> int:
+    """``asml data check`` for depth and normals: bad files, then the valid pixels per split."""
+    from asml.data import DatasetError
+    from asml.data.check import DenseSplitReport, check_dense_dataset, format_dense_report
+    from asml.engine.data import open_split
+    from asml.engine.progress import ProgressBar
+
+    reports: list[DenseSplitReport] = []
+    unopened = []
+    for split in dict.fromkeys((config.data.train_split, config.data.val_split)):
+        try:
+            dataset = open_split(config.data, split, config.task)
+        except DatasetError as error:
+            unopened.append(f"{split}: {error}")
+            continue
+        with ProgressBar(f"check {split}", len(dataset), unit="img") as bar:  # type: ignore[arg-type]
+            reports.append(check_dense_dataset(split, dataset, config.task, bar.advance))
+    for message in unopened:
+        print(message)
+    if reports:
+        print(format_dense_report(reports))
     bad = len(unopened) + sum(len(report.problems) for report in reports)
     print(f"{bad} problem(s) found" if bad else "no problems found")
     return 1 if bad else 0

@@ -23,7 +23,14 @@ from torch.utils.data import Dataset, Subset
 from asml.data.dense_readers import DenseFiles
 from asml.data.readers import IMAGE_MODES, MASK_MODES, DatasetError, SegmentationFiles, open_picture
 
-__all__ = ["SplitReport", "check_dataset", "header_problems"]
+__all__ = [
+    "DenseSplitReport",
+    "SplitReport",
+    "check_dataset",
+    "check_dense_dataset",
+    "format_dense_report",
+    "header_problems",
+]
 
 
 def _header(path: Path, kind: str) -> tuple[str, tuple[int, int]] | str:
@@ -200,4 +207,90 @@ def format_report(reports: Sequence[SplitReport], class_names: Sequence[str]) ->
         absent = report.absent()
         if absent:
             lines.append(f"{report.name}: classes that never occur: {', '.join(class_names[i] for i in absent)}")
+    return "\n".join(lines)
+
+
+@dataclass
+class DenseSplitReport:
+    """What ``check_dense_dataset`` found in one split of a depth or normals dataset.
+
+    Attributes:
+        name, samples, task: the split, its sample count and ``"depth"`` or ``"normals"``.
+        problems: one message per bad sample, naming its file (or index for built-in sets).
+        pixels, valid: all target pixels of the good samples, and those holding a value.
+        nearest, farthest: depth range over valid pixels (metres; depth only).
+    """
+
+    name: str
+    samples: int
+    task: str
+    problems: list[str] = field(default_factory=list)
+    pixels: int = 0
+    valid: int = 0
+    nearest: float = float("inf")
+    farthest: float = 0.0
+
+
+def _sample_name(dataset: Dataset[tuple[Tensor, Tensor]], index: int, split: str) -> str:
+    samples = getattr(dataset, "samples", None)
+    return f"{samples[index].target}" if samples is not None else f"sample {index} of {split!r}"
+
+
+def check_dense_dataset(
+    name: str, dataset: Dataset[tuple[Tensor, Tensor]], task: str, advance: Callable[[], None] | None = None
+) -> DenseSplitReport:
+    """Read every sample of a depth or normals dataset once; report bad files and valid pixels.
+
+    A sample is bad if its files cannot be read, its target is not ``[1, H, W]`` (depth) or
+    ``[3, H, W]`` (normals) at the image's size, it holds NaN or infinity, or (normals) a valid
+    vector is off unit length by more than 1e-3.
+    """
+    read = _raw_sample(dataset)
+    total = len(dataset)  # type: ignore[arg-type]
+    report = DenseSplitReport(name, total, task)
+    channels = 1 if task == "depth" else 3
+    for index in range(total):
+        try:
+            image, target = read(index)
+            where = _sample_name(dataset, index, name)
+            if target.dim() != 3 or target.shape[0] != channels or target.shape[1:] != image.shape[1:]:
+                raise DatasetError(
+                    f"{where}: target is {list(target.shape)}, expected [{channels}, H, W] at the image's "
+                    f"size {list(image.shape[1:])}"
+                )
+            if not bool(torch.isfinite(target).all()):
+                raise DatasetError(f"{where}: target holds NaN or infinity; mark missing pixels with 0")
+            valid = target[0] > 0 if task == "depth" else (target != 0).any(dim=0)
+            if task == "normals":
+                lengths = target.norm(dim=0)[valid]
+                if bool(((lengths - 1).abs() > 1e-3).any()):
+                    low, high = float(lengths.min()), float(lengths.max())
+                    raise DatasetError(f"{where}: valid normals are not unit vectors (lengths {low:.3f} to {high:.3f})")
+            elif bool(valid.any()):
+                report.nearest = min(report.nearest, float(target[0][valid].min()))
+                report.farthest = max(report.farthest, float(target[0][valid].max()))
+            report.pixels += int(valid.numel())
+            report.valid += int(valid.sum())
+        except DatasetError as error:
+            report.problems.append(str(error))
+        if advance is not None:
+            advance()
+    return report
+
+
+def format_dense_report(reports: Sequence[DenseSplitReport]) -> str:
+    """The problems, then per split the share of valid pixels (and the depth range)."""
+    lines: list[str] = []
+    for report in reports:
+        if report.problems:
+            lines.append(f"{report.name}: {len(report.problems)} bad sample(s) of {report.samples}")
+            lines += [f"  {problem}" for problem in report.problems]
+        else:
+            lines.append(f"{report.name}: all {report.samples} samples read")
+    for report in reports:
+        share = 100 * report.valid / report.pixels if report.pixels else 0.0
+        line = f"{report.name}: {share:.2f}% of {report.pixels} target pixels hold a {report.task} value"
+        if report.task == "depth" and report.valid:
+            line += f"; depth {report.nearest:.3f} to {report.farthest:.3f} m"
+        lines.append(line)
     return "\n".join(lines)
