@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "study-scenes", help="runs folder (reused to resume)")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "scenes", help="where the report goes")
+    groups = sorted({cell.group for cell in SCENE_CELLS})
+    parser.add_argument("--only", nargs="+", choices=groups, default=None, help="groups to run (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override every cell's seeds (smoke tests)")
@@ -39,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     smoke = args.steps is not None or args.seeds is not None
     if smoke and (args.out == parser.get_default("out") or args.docs == parser.get_default("docs")):
         parser.error("--steps and --seeds are for smoke tests: give --out and --docs away from the study's")
-    cells = SCENE_CELLS if args.seeds is None else [replace(c, seeds=tuple(args.seeds)) for c in SCENE_CELLS]
+    cells = [cell for cell in SCENE_CELLS if args.only is None or cell.group in args.only]
+    if args.only is not None:  # every cell is compared with its base's IID
+        cells += [c for c in SCENE_CELLS if c.name == "iid" and c.base in {x.base for x in cells} and c not in cells]
+    if args.seeds is not None:
+        cells = [replace(cell, seeds=tuple(args.seeds)) for cell in cells]
     if not args.report_only:
         run_missing(args.out, args.docs, cells, args.jobs, args.threads, args.steps)
     report(args.docs, cells, args.steps)

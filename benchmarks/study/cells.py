@@ -36,6 +36,12 @@ BASES: dict[str, dict[str, Any]] = {
         "model": {"name": "unet", "encoder": "resnet18"},
         "steps": 900,
     },
+    "scenes-depth/unet-r18": {
+        "dataset": "scenes",
+        "task": "depth",
+        "model": {"name": "unet", "encoder": "resnet18"},
+        "steps": 900,
+    },
 }
 
 

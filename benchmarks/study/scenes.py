@@ -1,10 +1,11 @@
-"""The surface-normals study on ``builtin:scenes``: its cells (data), scores and report.
+"""The study on ``builtin:scenes`` (surface normals, then depth): its cells (data), scores and report.
 
 The question, from the authors' released table (2D-3D-S, U-Net): does ASM gain on the fine angle
 thresholds (2.8125 / 5.625 / 11.25 degrees: +4.7 / +4.4 / +5.3 points there) over the per-pixel
-loss, and what does it cost? Cells: IID (cosine loss) with a learning-rate sweep, the cGAN baseline,
-ASM alone as released, ASM + IID, and ASM + IID with segmentation's default (conv1-9, every 2).
-Runs, records and resumption are the ablation study's (``study/runs.py``).
+loss, and what does it cost? Normals cells: IID (cosine loss) with a learning-rate sweep, the cGAN
+baseline, ASM alone as released, ASM + IID, and ASM + IID with segmentation's default (conv1-9,
+every 2). Depth cells: IID (L1 on log-depth) and ASM + IID. Runs, records and resumption are the
+ablation study's (``study/runs.py``).
 """
 
 from __future__ import annotations
@@ -22,11 +23,18 @@ from study.runs import _record_matches, record_path
 
 __all__ = ["SCENE_CELLS", "THRESHOLDS", "report", "scene_scores"]
 
-N = "scenes-normals/unet-r18"
+N, D = "scenes-normals/unet-r18", "scenes-depth/unet-r18"
 THRESHOLDS = ("2.8125", "5.625", "11.25", "22.5", "30")
-SCORES = ("mean_angle", "median_angle", *(f"within_{t}" for t in THRESHOLDS))
-LABELS = {"mean_angle": "mean", "median_angle": "median", **{f"within_{t}": f"<={t}" for t in THRESHOLDS}}
-LOWER_IS_BETTER = ("mean_angle", "median_angle")
+SCORES_OF = {
+    N: ("mean_angle", "median_angle", *(f"within_{t}" for t in THRESHOLDS)),
+    D: ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3"),
+}
+HEADLINE_OF = {N: "within_11.25", D: "delta1"}  # what ranks the IID sweep
+LABELS = {"mean_angle": "mean", "median_angle": "median", **{f"within_{t}": f"<={t}" for t in THRESHOLDS},
+          "abs_rel": "abs rel", "sq_rel": "sq rel", "rmse": "RMSE (m)", "rmse_log": "RMSE log",
+          "delta1": "δ<1.25", "delta2": "δ<1.25²", "delta3": "δ<1.25³"}  # fmt: skip
+LOWER_IS_BETTER = ("mean_angle", "median_angle", "abs_rel", "sq_rel", "rmse", "rmse_log")
+PERCENT = ("within", "delta")  # score prefixes reported in %
 CONV1_9 = [f"conv{i}" for i in range(1, 10)]
 REFERENCE = "iid"  # what every other cell is compared with in pairs (and the best IID, below)
 
@@ -46,6 +54,9 @@ SCENE_CELLS: list[Cell] = [  # trained seed by seed in this order (study.runs.tr
         "asm+iid",
         {**RELEASED_ASM, "matched_layers": CONV1_9, "analyzer_every": 2},
     ),
+    # Depth: the per-pixel L1 on log-depth, and ASM + IID as released.
+    Cell(REFERENCE, "depth", D, "iid", seeds=THREE),
+    Cell("asm+iid", "depth", D, "asm+iid", dict(RELEASED_ASM), seeds=THREE),
 ]
 
 
@@ -57,7 +68,7 @@ def scene_scores(docs: Path, cell: Cell, seed: int, steps: int | None = None) ->
         return None
     summary = json.loads(record.read_text())
     final = summary["final"]
-    scores: dict[str, Any] = {key: final[key] * (1 if key in LOWER_IS_BETTER else 100) for key in SCORES}
+    scores: dict[str, Any] = {key: final[key] * (100 if key.startswith(PERCENT) else 1) for key in SCORES_OF[cell.base]}
     timing = summary["timing"]
     scores["seconds_per_step"] = timing["training_seconds"] / timing["steps"] if timing["steps"] else None
     scores["training_minutes"] = timing["training_seconds"] / 60
@@ -65,12 +76,11 @@ def scene_scores(docs: Path, cell: Cell, seed: int, steps: int | None = None) ->
     return scores
 
 
-def _best_baseline(table: dict[str, Any]) -> str | None:
-    """The IID cell with the highest mean share within 11.25 degrees (the study's best-lr baseline)."""
-    candidates = {key: entry for key, entry in table.items() if entry["loss"] == "iid"}
-    ranked = [
-        (entry["within_11.25"]["mean"], key) for key, entry in candidates.items() if entry["within_11.25"]["mean"]
-    ]
+def _best_baseline(table: dict[str, Any], base: str) -> str | None:
+    """The IID cell of ``base`` with the best mean headline score (within 11.25 degrees, or delta1)."""
+    headline = HEADLINE_OF[base]
+    candidates = {key: e for key, e in table.items() if e["loss"] == "iid" and e["base"] == base}
+    ranked = [(e[headline]["mean"], key) for key, e in candidates.items() if e[headline]["mean"] is not None]
     return max(ranked)[1] if ranked else None
 
 
@@ -86,14 +96,14 @@ def collect(docs: Path, cells: list[Cell], steps: int | None = None) -> dict[str
         entry: dict[str, Any] = {"cell": cell.name, "base": cell.base, "loss": cell.loss, "group": cell.group,
                                  "optim": cell.optim, "asm": cell.asm, "seeds": sorted(done),
                                  "missing_seeds": sorted(set(cell.seeds) - set(done))}  # fmt: skip
-        for key in (*SCORES, "seconds_per_step", "training_minutes"):
+        for key in (*SCORES_OF[cell.base], "seconds_per_step", "training_minutes"):
             entry[key] = _mean_std([value[key] for value in done.values()])
         table[cell.key()] = entry
-    best = _best_baseline(table)
+    best = {base: _best_baseline(table, base) for base in SCORES_OF}
     for cell in cells:
         if cell.key() not in table:
             continue
-        references = {"iid": f"{cell.base}::{REFERENCE}", "best iid": best}
+        references = {"iid": f"{cell.base}::{REFERENCE}", "best iid": best[cell.base]}
         paired: dict[str, Any] = {}
         for label, reference in references.items():
             if reference is None or reference == cell.key() or reference not in table:
@@ -101,7 +111,7 @@ def collect(docs: Path, cells: list[Cell], steps: int | None = None) -> dict[str
             other = next(c for c in cells if c.key() == reference)
             seeds = [s for s in cell.seeds if scores[cell.key()][s] and scores[reference].get(s)]
             paired[label] = {"cell": other.name, "seeds": seeds}
-            for key in SCORES:
+            for key in SCORES_OF[cell.base]:
                 differences = [scores[cell.key()][s][key] - scores[reference][s][key] for s in seeds]  # type: ignore[index]
                 better = sum((d < 0) if key in LOWER_IS_BETTER else (d > 0) for d in differences)
                 paired[label][key] = {**_mean_std(list(differences)), "values": differences, "better": better}
@@ -117,47 +127,61 @@ def _fmt(stat: dict[str, Any], digits: int = 1, signed: bool = False) -> str:
     return mean if stat.get("std") is None else f"{mean} ± {stat['std']:.{digits}f}"
 
 
+def _base_section(table: dict[str, Any], base: str, best: str | None) -> list[str]:
+    """The score table and the paired differences of one base."""
+    scores = SCORES_OF[base]
+    entries = [entry for key, entry in table.items() if not key.startswith("_") and entry["base"] == base]
+    if not entries:
+        return []
+    lines = [f"## {base}", "", "| cell | seeds | " + " | ".join(LABELS[k] for k in scores) + " | s/step |",
+             "|---|---|" + "---|" * (len(scores) + 1)]  # fmt: skip
+    for entry in entries:
+        cells = [_fmt(entry[k], 3 if k in LOWER_IS_BETTER else 1) for k in scores]
+        lines.append(f"| {entry['cell']} | {len(entry['seeds'])} | " + " | ".join(cells)
+                     + f" | {_fmt(entry['seconds_per_step'], 3)} |")  # fmt: skip
+    best_name = best.split("::", 1)[1] if best else None
+    for label, title in (("iid", "IID at lr 0.01"), ("best iid", f"the best IID of the sweep ({best_name})")):
+        rows = [entry for entry in entries if label in entry.get("paired", {})]
+        if not rows or (label == "best iid" and best_name == REFERENCE):
+            continue
+        lines += ["", f"### Paired differences to {title}", "",
+                  "Same seed, cell minus reference; in brackets the seeds on which the cell is better.", "",
+                  "| cell | seeds | " + " | ".join(LABELS[k] for k in scores) + " |",
+                  "|---|---|" + "---|" * len(scores)]  # fmt: skip
+        for entry in rows:
+            pair = entry["paired"][label]
+            digits = {k: 3 if k in LOWER_IS_BETTER else 1 for k in scores}
+            cells = [
+                f"{_fmt(pair[k], digits[k], signed=True)} ({pair[k]['better']}/{len(pair['seeds'])})" for k in scores
+            ]
+            lines.append(f"| {entry['cell']} | {len(pair['seeds'])} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def markdown(table: dict[str, Any], not_run: list[str]) -> str:
-    entries = [entry for key, entry in table.items() if not key.startswith("_")]
     lines = [
-        "# Surface normals on builtin:scenes: IID, cGAN, ASM, ASM+IID",
+        "# Depth and surface normals on builtin:scenes: IID, cGAN, ASM, ASM+IID",
         "",
         "Regenerate: `.venv/bin/python benchmarks/scenes_study.py` (trains what is missing, then reports;",
         "`--report-only` rebuilds this page from `docs/scenes/runs/`).",
         "",
-        "U-Net-ResNet-18 from scratch, 64 px rendered scenes (`builtin:scenes`, exact normals), batch 8,",
-        "SGD momentum 0.9, lr 0.01 unless said, 900 steps, evaluated on the 128 validation scenes.",
-        "Angles in degrees (lower is better), shares of valid pixels within a threshold in % (higher is better),",
-        "mean ± std over seeds; the release's thresholds (2.8125 ... 30 degrees).",
+        "U-Net-ResNet-18 from scratch, 64 px rendered scenes (`builtin:scenes`: exact normals and depth), batch 8,",
+        "SGD momentum 0.9, lr 0.01 unless said, 900 steps, evaluated on the 128 validation scenes. Normals:",
+        "angles in degrees (lower is better), shares of valid pixels within the release's thresholds in %",
+        "(higher is better). Depth: errors (lower is better), δ shares in %. Mean ± std over seeds.",
         "",
-        "| cell | seeds | " + " | ".join(LABELS[k] for k in SCORES) + " | s/step |",
-        "|---|---|" + "---|" * (len(SCORES) + 1),
     ]
-    for entry in entries:
-        cells = [_fmt(entry[k], 2 if k in LOWER_IS_BETTER else 1) for k in SCORES]
-        lines.append(f"| {entry['cell']} | {len(entry['seeds'])} | " + " | ".join(cells)
-                     + f" | {_fmt(entry['seconds_per_step'], 3)} |")  # fmt: skip
-    best = table.get("_best_iid")
-    for label, title in (("iid", "IID at lr 0.01"), ("best iid", f"the best IID of the sweep ({best})")):
-        rows = [entry for entry in entries if label in entry.get("paired", {})]
-        if not rows:
-            continue
-        lines += ["", f"## Paired differences to {title}", "",
-                  "Same seed, cell minus reference; in brackets the seeds on which the cell is better.", "",
-                  "| cell | seeds | " + " | ".join(LABELS[k] for k in SCORES) + " |",
-                  "|---|---|" + "---|" * len(SCORES)]  # fmt: skip
-        for entry in rows:
-            pair = entry["paired"][label]
-            cells = [f"{_fmt(pair[k], 2, signed=True)} ({pair[k]['better']}/{len(pair['seeds'])})" for k in SCORES]
-            lines.append(f"| {entry['cell']} | {len(pair['seeds'])} | " + " | ".join(cells) + " |")
+    best = table.get("_best_iid", {})
+    for base in SCORES_OF:
+        lines += _base_section(table, base, best.get(base))
     if not_run:
-        lines += ["", "Cells or seeds not run yet: " + ", ".join(not_run) + "."]
+        lines += ["Cells or seeds not run yet: " + ", ".join(not_run) + "."]
     return "\n".join(lines) + "\n"
 
 
 def plot(table: dict[str, Any], docs: Path) -> Path | None:
     """Share of pixels within each threshold per cell (mean and std over seeds), as the release's table."""
-    entries = [entry for key, entry in table.items() if not key.startswith("_")]
+    entries = [entry for key, entry in table.items() if not key.startswith("_") and entry["base"] == N]
     if not entries:
         return None
     figure = Figure(figsize=(8, 4))
