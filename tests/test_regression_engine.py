@@ -213,3 +213,18 @@ def test_compare_reports_every_runs_scores_for_normals(tmp_path: Path, capsys: p
 def test_demo_refuses_a_data_set_without_the_task(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["demo", "--task", "normals", "--datasets", "horses", "--out", str(tmp_path)]) != 0
     assert "built-in 'horses' does not hold normals" in capsys.readouterr().err
+
+
+def test_bf16_autocast_run_and_tensorboard_pictures_for_depth(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "bf16"
+    summary = train(tiny_config(run_dir, "depth", loss={"name": "asm+iid"}, train={"steps": 2, "amp": "bf16"}))
+    assert all(math.isfinite(summary[k]) for k in ("abs_rel", "rmse", "delta1"))
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    tags = set(events.Tags()["images"])
+    assert {"validation/image_target_prediction_error", "analyzer_loss_map/conv1", "analyzer_loss_map/conv2"} <= tags
+    picture = events.Images("validation/image_target_prediction_error")[-1]
+    assert (picture.width, picture.height) == (4 * 32, 32)  # image | target | prediction | error
+    assert {"train/matching", "train/iid", "eval/delta1", "eval/abs_rel"} <= set(events.Tags()["scalars"])
