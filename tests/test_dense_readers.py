@@ -92,8 +92,10 @@ def test_stanford_bad_layouts_are_named(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="2 files of the dataset do not exist") as error:
         Stanford2D3DS(root, "val", task="depth")
     assert all(str(path) in str(error.value) for path in missing)
-    with pytest.raises(ValueError, match="fold must be 1, 2 or 3"):
+    with pytest.raises(DatasetError, match="fold must be 1, 2 or 3"):
         Stanford2D3DS(root, "val", fold=4)
+    with pytest.raises(DatasetError, match="split must be 'train' or 'val'"):
+        Stanford2D3DS(root, "test")
 
 
 def test_wrong_file_kinds_and_sizes_are_found_by_the_header_check_and_the_reader(tmp_path: Path) -> None:

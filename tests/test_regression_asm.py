@@ -170,6 +170,7 @@ def test_each_player_only_updates_itself(task: str) -> None:
     output = (torch.log(target) if task == "depth" else target) + 0.5 * smooth_field(2, target.shape[1], 32, 12)
     output.requires_grad_(True)
     loss = asm(output, target)
+    assert output.grad is None  # the analyzer's update sent nothing to the network's output
     changed = [name for name, value in asm.analyzer.state_dict().items() if not torch.equal(value, before[name])]
     assert any(name.endswith("weight") for name in changed)  # the update ran
     loss.backward()
@@ -273,3 +274,17 @@ def test_asm_alone_and_with_iid_drive_a_free_prediction_towards_the_target(iid_w
         asm(output, target).backward()
         optimizer.step()
     assert mean_angle() < kept * start
+
+
+def test_the_iid_baseline_takes_its_weight_like_the_releases_ten_times_cosine() -> None:
+    from asml.losses import build_regression_loss
+
+    target = unit_normals(2, 16, 21)
+    output = target + 0.5 * smooth_field(2, 3, 16, 22)
+    unit = F.normalize(output, dim=1)
+    expected = float((1 - (unit * target).sum(1)).mean())
+    plain = build_regression_loss("iid", "normals")
+    release = build_regression_loss("iid", "normals", iid_weight=10.0)
+    assert float(plain(output, target)) == pytest.approx(expected, rel=1e-5)
+    assert float(release(output, target)) == pytest.approx(10 * expected, rel=1e-5)
+    assert float(release.latest["iid"]) == pytest.approx(expected, rel=1e-5)  # the term itself, unweighted

@@ -228,3 +228,32 @@ def test_bf16_autocast_run_and_tensorboard_pictures_for_depth(tmp_path: Path) ->
     picture = events.Images("validation/image_target_prediction_error")[-1]
     assert (picture.width, picture.height) == (4 * 32, 32)  # image | target | prediction | error
     assert {"train/matching", "train/iid", "eval/delta1", "eval/abs_rel"} <= set(events.Tags()["scalars"])
+
+
+def test_best_checkpoint_direction_follows_the_metric() -> None:
+    from asml.engine.tasks import RegressionTask, SegmentationTask
+
+    normals = RegressionTask("normals")
+    assert normals.is_better("mean_angle", 10.0, 12.0) and not normals.is_better("mean_angle", 12.0, 10.0)
+    assert normals.is_better("within_11.25", 0.6, 0.5) and not normals.is_better("within_11.25", 0.5, 0.6)
+    depth = RegressionTask("depth")
+    assert depth.is_better("abs_rel", 0.1, 0.2) and depth.is_better("delta1", 0.9, 0.8)
+    assert not depth.is_better("rmse", float("nan"), 1.0) and depth.is_better("rmse", 3.0, -math.inf)
+    segmentation = SegmentationTask((1, 4))
+    assert segmentation.is_better("mIoU", 0.7, 0.6) and not segmentation.is_better("BF", 0.1, 0.2)
+    segmentation.check_best_metric("trimap_mIoU@4px")
+    with pytest.raises(ConfigError, match="'trimap_mIoU@8px' is not a segmentation score"):
+        segmentation.check_best_metric("trimap_mIoU@8px")
+
+
+def test_wrong_task_losses_and_options_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "normals.yaml"
+    config.write_text(tiny_config(tmp_path / "unused", "normals").to_yaml())
+    assert main(["compare", str(config), "--losses", "ce", "--seeds", "0", "--out", str(tmp_path / "c")]) != 0
+    assert "loss.name 'ce' is for segmentation; task normals takes iid, asm, asm+iid or gan" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"loss.asm options \['hinge_pixels'\] do not apply to normals"):
+        train(tiny_config(tmp_path / "run", "normals", loss={"name": "asm", "asm": {"hinge_pixels": "errors"}}))
+    with pytest.raises(ConfigError, match="depth scale must be a positive number"):
+        from asml.engine.tasks import RegressionTask
+
+        RegressionTask("depth", depth_scale=0.0)

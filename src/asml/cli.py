@@ -384,11 +384,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from asml.engine.predict import predict_files
-    from asml.engine.tasks import RegressionTask, task_for
+    from asml.engine.tasks import task_for
     from asml.engine.trainer import load_model_from_checkpoint
 
     model, config, _ = load_model_from_checkpoint(Path(args.checkpoint))
-    task = task_for(config) if config.task == "segmentation" else RegressionTask(config.task, args.depth_scale)
+    task = task_for(config, args.depth_scale)
     for written in predict_files(model, [Path(p) for p in args.images], Path(args.out), task, args.force):
         print(f"wrote {written}")
     return 0
@@ -403,9 +403,14 @@ def _run_export(args: argparse.Namespace) -> int:
 
     if min(args.size) < 1:
         raise ConfigError(f"--size takes a positive height and width, got {args.size[0]} {args.size[1]}")
-    model, _, class_names = load_model_from_checkpoint(Path(args.run))
+    model, config, class_names = load_model_from_checkpoint(Path(args.run))
     written = export_segmenter(model, Path(args.out), args.format, tuple(args.size), overwrite=args.force)
-    print(f"wrote {written} ({args.format}; {model.architecture}-{model.encoder}, {len(class_names)} classes)")
+    outputs = {
+        "segmentation": f"{len(class_names)} classes: logits",
+        "depth": "depth: 1 channel of log-depth in metres (depth = exp(output))",
+        "normals": "normals: 3 channels, to be normalised per pixel",
+    }
+    print(f"wrote {written} ({args.format}; {model.architecture}-{model.encoder}, {outputs[config.task]})")
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -171,9 +172,9 @@ class Stanford2D3DS(DenseFiles):
         _check_task(task)
         root = Path(root)
         if fold not in FOLDS:
-            raise ValueError(f"fold must be 1, 2 or 3, got {fold!r}")
+            raise DatasetError(f"fold must be 1, 2 or 3, got {fold!r}")
         if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val' for Stanford 2D-3D-S folds, got {split!r}")
+            raise DatasetError(f"split must be 'train' or 'val' for Stanford 2D-3D-S folds, got {split!r}")
         areas = FOLDS[fold][0 if split == "train" else 1]
         present = [root / area for area in areas if (root / area / "data" / "rgb").is_dir()]
         if not present:
@@ -203,7 +204,8 @@ class Stanford2D3DS(DenseFiles):
     def _reader(self, task: str) -> Callable[[Path], Tensor]:
         if task == "normals":
             return read_normals_png
-        return lambda path: read_depth_png(path, self.DEPTH_UNITS_PER_METRE, missing=(65535,))
+        # partial, not a lambda: loader workers started by spawn (macOS, Windows) pickle the dataset.
+        return partial(read_depth_png, units_per_metre=self.DEPTH_UNITS_PER_METRE, missing=(65535,))
 
 
 class NYUDepthV2(DenseFiles):
@@ -250,7 +252,7 @@ class NYUDepthV2(DenseFiles):
         reader: Callable[[Path], Tensor] = (
             read_normals_png
             if task == "normals"
-            else lambda path: read_depth_png(path, depth_units_per_metre, missing=(0,))
+            else partial(read_depth_png, units_per_metre=depth_units_per_metre, missing=(0,))
         )
         super().__init__(_require_files(samples, task), task, reader, transform)
 

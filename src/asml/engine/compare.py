@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from asml.engine.config import ConfigError, RunConfig
+from pydantic import ValidationError
+
+from asml.engine.config import ConfigError, RunConfig, explain_validation
 from asml.engine.progress import ProgressBar
 from asml.engine.trainer import train
 
@@ -73,9 +75,14 @@ def _run_config(base: RunConfig, out_dir: Path, loss: str, seed: int) -> tuple[R
     run_dir = run_directory(out_dir, loss, seed)
     config = base.model_copy(deep=True)
     config.run_dir, config.seed = str(run_dir), seed
-    config.loss.name = loss  # type: ignore[assignment]
+    tree = config.model_dump()
+    tree["loss"]["name"] = loss
+    try:
+        validated = RunConfig.model_validate(tree)
+    except ValidationError as error:  # e.g. a segmentation loss for a depth config: named, not a traceback
+        raise explain_validation(error, f"the comparison's run of loss {loss!r}") from None
     # A run stopped before its first checkpoint holds only its config: resuming it starts it afresh.
-    return RunConfig.model_validate(config.model_dump()), (run_dir / "config.yaml").is_file()
+    return validated, (run_dir / "config.yaml").is_file()
 
 
 def _latest_step(run_dir: Path) -> int:

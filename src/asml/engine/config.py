@@ -121,6 +121,11 @@ class TrainConfig(_Strict):
     freeze_bn: bool = False
     device: str = "auto"
     trimap_widths: tuple[float, ...] = (1, 2, 4, 8, 16)
+    depth_range: tuple[float, float] | None = Field(
+        None,
+        description="depth: predictions clamped to [min, max] metres and targets beyond max left out when scored; "
+        "None: the data set's protocol (stanford2d3ds [0.0996, 51.875], nyu [0.001, 10], else [0.001, none])",
+    )
 
 
 class RunConfig(_Strict):
@@ -184,6 +189,11 @@ def _fields_at(path: Sequence[str | int]) -> list[str]:
             return []
         model = annotation
     return list(model.model_fields)
+
+
+def explain_validation(error: ValidationError, source: str) -> ConfigError:
+    """A ``ConfigError`` naming each bad key of ``error`` (see ``_explain``)."""
+    return _explain(error, source)
 
 
 def _explain(error: ValidationError, source: str) -> ConfigError:

@@ -130,6 +130,9 @@ class SegmentationTask(Task):
 
     name = "segmentation"
 
+    def __init__(self, trimap_widths: Sequence[float] = (1, 2, 4, 8, 16)) -> None:
+        self.trimap_widths = tuple(float(w) for w in trimap_widths)
+
     def output_channels(self, num_classes: int) -> int:
         return num_classes
 
@@ -154,14 +157,11 @@ class SegmentationTask(Task):
         metrics.update(output.argmax(dim=1), target)
 
     def summary_keys(self) -> tuple[str, ...]:
-        return ("mIoU", "BF", "mean_boundary_IoU", "pixel_accuracy", "mean_class_accuracy", "context_share")
-
-    def check_best_metric(self, metric: str) -> None:
-        if not metric.startswith("trimap_mIoU@"):  # one per configured band width
-            super().check_best_metric(metric)
+        scores = ("mIoU", "BF", "mean_boundary_IoU", "pixel_accuracy", "mean_class_accuracy", "context_share")
+        return (*scores, *(f"trimap_mIoU@{width:g}px" for width in self.trimap_widths))
 
     def summary(self, result: dict[str, Tensor]) -> dict[str, float]:
-        summary = {key: float(result[key]) for key in self.summary_keys()}
+        summary = {key: float(result[key]) for key in self.summary_keys() if not key.startswith("trimap")}
         for width, value in zip(result["trimap_widths"].tolist(), result["trimap_mIoU"].tolist(), strict=True):
             summary[f"trimap_mIoU@{width:g}px"] = value
         return summary
@@ -211,14 +211,21 @@ class RegressionTask(Task):
         name: ``"depth"`` or ``"normals"``.
         depth_scale: units per metre of the 16-bit depth PNGs ``predict`` writes (1000: millimetres,
             NYU's; 2D-3D-S stores 512 per metre).
+        depth_range: depth scoring: predictions clamped to ``[min, max]`` metres, targets beyond ``max``
+            left out (``DepthMetrics``).
     """
 
     lower_is_better = frozenset({"mean_angle", "median_angle", "abs_rel", "sq_rel", "rmse", "rmse_log"})
 
-    def __init__(self, name: str, depth_scale: float = 1000.0) -> None:
+    def __init__(
+        self, name: str, depth_scale: float = 1000.0, depth_range: tuple[float, float | None] = (1e-3, None)
+    ) -> None:
+        if not (math.isfinite(depth_scale) and depth_scale > 0):
+            raise ConfigError(f"the depth scale must be a positive number of units per metre, got {depth_scale}")
         self.name = name
         self.encoding: RegressionEncoding = regression_encoding(name)
         self.depth_scale = depth_scale
+        self.depth_range = depth_range
 
     def output_channels(self, num_classes: int) -> int:
         return self.encoding.channels
@@ -242,7 +249,7 @@ class RegressionTask(Task):
         )
 
     def new_metrics(self, class_names: Sequence[str], trimap_widths: Sequence[float]) -> Metric:
-        return NormalMetrics() if self.name == "normals" else DepthMetrics()
+        return NormalMetrics() if self.name == "normals" else DepthMetrics(*self.depth_range)
 
     def update_metrics(self, metrics: Metric, output: Tensor, target: Tensor) -> None:
         metrics.update(self.encoding.decode(output), target)
@@ -314,21 +321,28 @@ class RegressionTask(Task):
 
     def write_prediction(self, output: Tensor, image: Tensor, out_dir: Path, stem: str) -> list[Path]:
         """Normals: ``<stem>_normals.png``, RGB ``round(127.5 n + 127.5)`` (the 2D-3D-S encoding).
-        Depth: ``<stem>_depth.png``, 16-bit ``round(depth * depth_scale)`` clipped to [1, 65535], and a
+        Depth: ``<stem>_depth.png``, 16-bit ``round(depth * depth_scale)`` clipped to [1, 65534], and a
         colour preview ``<stem>_depth_preview.png``."""
         paths = self.prediction_files(out_dir, stem)
         prediction = self.encoding.decode(output.float())[0].cpu()
         if self.name == "normals":
             Image.fromarray(normals_to_rgb(prediction)).save(paths[0])
             return paths
-        scaled = np.clip(np.rint(prediction[0].numpy().astype(np.float64) * self.depth_scale), 1, 65535)
+        # 65535 is 2D-3D-S's "missing": the farthest depth written is one unit nearer.
+        scaled = np.clip(np.rint(prediction[0].numpy().astype(np.float64) * self.depth_scale), 1, 65534)
         Image.fromarray(scaled.astype(np.uint16)).save(paths[0])
         Image.fromarray(depth_to_rgb(prediction)).save(paths[1])
         return paths
 
 
-def task_for(config: RunConfig) -> Task:
-    """The ``Task`` of ``config.task``."""
+# Depth scoring per data set (metres): the release's clamp for 2D-3D-S (51 to 26560 units of 1/512 m),
+# the usual NYU protocol (1e-3 to 10 m), and no cap elsewhere.
+DEPTH_RANGES: dict[str, tuple[float, float | None]] = {"stanford2d3ds": (51 / 512, 26560 / 512), "nyu": (1e-3, 10.0)}
+
+
+def task_for(config: RunConfig, depth_scale: float = 1000.0) -> Task:
+    """The ``Task`` of ``config.task`` (``depth_scale``: units per metre of written depth PNGs)."""
     if config.task == "segmentation":
-        return SegmentationTask()
-    return RegressionTask(config.task)
+        return SegmentationTask(config.train.trimap_widths)
+    depth_range = config.train.depth_range or DEPTH_RANGES.get(config.data.dataset, (1e-3, None))
+    return RegressionTask(config.task, depth_scale, depth_range)

@@ -11,6 +11,7 @@ Each is called as ``loss(output, target, images)`` with the network's output ``[
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import Tensor
@@ -32,19 +33,21 @@ REGRESSION_ASM_DEFAULTS: dict[str, Any] = {}
 
 
 class IIDLoss(SegmentationLoss):
-    """The per-pixel baseline over valid pixels (0 when none is valid)."""
+    """``weight`` x the per-pixel baseline over valid pixels (0 when none is valid). The release's
+    normals baseline is ``-10 mean(cos)``: ``kind="cosine"`` with ``weight=10`` has its gradient."""
 
-    def __init__(self, encoding: RegressionEncoding, kind: str) -> None:
+    def __init__(self, encoding: RegressionEncoding, kind: str, weight: float = 1.0) -> None:
         super().__init__()
         if kind not in encoding.iid_losses:
             raise ValueError(f"loss.iid for {encoding.task} must be one of {encoding.iid_losses}, got {kind!r}")
-        self.encoding, self.kind = encoding, kind
+        self.encoding, self.kind, self.weight = encoding, kind, weight
 
     def forward(self, output: Tensor, target: Tensor, images: Tensor | None = None) -> Tensor:
         target, valid = validate_regression(output, target, None, self.encoding)
         output = output.masked_fill(~valid.unsqueeze(1), 0.0)  # NaN at invalid pixels changes nothing
-        loss = self.encoding.iid_loss(output, target, valid, self.kind)
-        self.latest = {"loss": loss.detach(), "iid": loss.detach()}
+        iid = self.encoding.iid_loss(output, target, valid, self.kind)
+        loss = self.weight * iid
+        self.latest = {"loss": loss.detach(), "iid": iid.detach()}
         return loss
 
 
@@ -66,9 +69,17 @@ class RegressionGANLoss(ConditionalGANLoss):
     segmentation one reads (image, one-hot map); real = the target, fake = the prediction, both
     zero at invalid pixels; the network's loss is IID + ``gan_weight`` x non-saturating GAN loss."""
 
-    def __init__(self, encoding: RegressionEncoding, iid: str, image_channels: int, gan_weight: float, lr: float):
+    def __init__(
+        self,
+        encoding: RegressionEncoding,
+        iid: str,
+        image_channels: int,
+        gan_weight: float,
+        lr: float,
+        iid_weight: float,
+    ) -> None:
         super().__init__(encoding.channels, None, image_channels, gan_weight, lr)
-        self.iid = IIDLoss(encoding, iid)
+        self.iid = IIDLoss(encoding, iid, iid_weight)
         self.encoding = encoding
 
     def _label_maps(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -97,7 +108,8 @@ def build_regression_loss(
 
     Args:
         iid: the per-pixel loss (default: ``"l1"`` for depth, ``"cosine"`` for normals).
-        iid_weight: weight of the IID term in ``asm+iid``.
+        iid_weight: weight of the IID term (in ``iid`` and ``gan`` too: 10 with ``cosine`` is the release's
+            ``-10 mean(cos)`` normals baseline).
         asm_options: keyword arguments of ``RegressionStructureMatching`` (over ``REGRESSION_ASM_DEFAULTS``).
         total_steps, image_channels, gan_weight, gan_lr: as for ``asml.losses.build_loss``.
     """
@@ -107,9 +119,16 @@ def build_regression_loss(
     encoding = regression_encoding(task, float(options.get("min_depth", 1e-2)))
     kind = iid if iid is not None else encoding.iid_losses[0]
     if name == "iid":
-        return IIDLoss(encoding, kind)
+        return IIDLoss(encoding, kind, iid_weight)
     if name == "gan":
-        return RegressionGANLoss(encoding, kind, image_channels, gan_weight, gan_lr)
+        return RegressionGANLoss(encoding, kind, image_channels, gan_weight, gan_lr, iid_weight)
+    accepted = set(inspect.signature(RegressionStructureMatching).parameters) - {"task", "total_steps"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(
+            f"loss.asm options {unknown} do not apply to {task} (segmentation-only options such as hinge_pixels "
+            f"and ce_weight do not carry over); valid: {', '.join(sorted(accepted))}"
+        )
     options.setdefault("iid_weight", iid_weight if name == "asm+iid" else 0.0)
     options.setdefault("iid_loss", kind)
     asm = RegressionStructureMatching(task, total_steps=total_steps, **options)  # type: ignore[arg-type]
