@@ -213,7 +213,7 @@ def report(docs: Path, cells: list[Cell], steps: int | None = None) -> None:
     """``results.json``, ``README.md`` and the plot in ``docs``, from the records alone."""
     docs.mkdir(parents=True, exist_ok=True)
     table = collect(docs, cells, steps)
-    not_run = [f"{cell.name} seed {seed}" for cell in cells for seed in cell.seeds
+    not_run = [f"{cell.base.split('/')[0]} {cell.name} seed {seed}" for cell in cells for seed in cell.seeds
                if scene_scores(docs, cell, seed, steps) is None]  # fmt: skip
     (docs / "results.json").write_text(json.dumps(table, indent=1) + "\n")
     (docs / "README.md").write_text(markdown(table, not_run))
