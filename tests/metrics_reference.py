@@ -37,6 +37,13 @@ def ref_distance_to(edges: np.ndarray) -> np.ndarray:
     return ndimage.distance_transform_edt(~edges)
 
 
+def within(distances: np.ndarray, tolerance: float) -> np.ndarray:
+    """The metric's definition of a match: squared distance <= tolerance^2 + 1e-9, the slack that
+    keeps a tolerance rounded down by floating point (2 - 1e-15, sqrt(k) a hair short) from dropping
+    the pixel offsets it names."""
+    return distances**2 <= tolerance**2 + 1e-9
+
+
 def ref_prf(preds: np.ndarray, target: np.ndarray, classes: int, tolerance: float) -> tuple[np.ndarray, ...]:
     batch = target.shape[0]
     out = [np.full((batch, classes), np.nan) for _ in range(3)]
@@ -53,8 +60,8 @@ def ref_prf(preds: np.ndarray, target: np.ndarray, classes: int, tolerance: floa
             elif n_pr == 0:
                 p, r, f = math.nan, 0.0, 0.0
             else:
-                p = float((ref_distance_to(gt_edges)[pr_edges] <= tolerance).mean())
-                r = float((ref_distance_to(pr_edges)[gt_edges] <= tolerance).mean())
+                p = float(within(ref_distance_to(gt_edges)[pr_edges], tolerance).mean())
+                r = float(within(ref_distance_to(pr_edges)[gt_edges], tolerance).mean())
                 f = 0.0 if p + r == 0 else 2 * p * r / (p + r)
             out[0][b, c], out[1][b, c], out[2][b, c] = p, r, f
     return tuple(out)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
@@ -104,6 +104,8 @@ def test_boundary_prf_matches_the_distance_transform_reference(
     tolerance=st.floats(0, 5),
     ignore_fraction=st.floats(0, 0.5),
 )
+# A tolerance a rounding error short of 2 px still matches at distance 2 (the metric's slack).
+@example(seed=1, height=1, width=3, classes=2, tolerance=1.9999999999999991, ignore_fraction=0.5)
 @settings(max_examples=60, deadline=None)
 def test_boundary_scores_on_random_maps(
     seed: int, height: int, width: int, classes: int, tolerance: float, ignore_fraction: float

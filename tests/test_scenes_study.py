@@ -31,7 +31,7 @@ def test_depth_cells_train_once_and_report_paired_differences(
     out, docs = tmp_path / "runs", tmp_path / "docs"
     arguments = ["--only", "depth", "--seeds", "0", "--steps", "2", "--out", str(out), "--docs", str(docs)]
     assert study.main(arguments) == 0
-    assert "2 runs to train" in capsys.readouterr().out
+    assert "3 runs to train" in capsys.readouterr().out
     assert study.main(arguments) == 0
     assert "0 runs to train" in capsys.readouterr().out
     results = json.loads((docs / "results.json").read_text())
