@@ -14,6 +14,7 @@ cannot be reset), ``torch.cuda.max_memory_allocated`` on CUDA, again as a ratio 
     .venv/bin/python benchmarks/step_time.py          # U-Net and PSPNet-ResNet-18, 128 and 256 px, 2 and 21 classes
     .venv/bin/python benchmarks/step_time.py --models pspnet --sizes 128 --classes 21 --rounds 8
     .venv/bin/python benchmarks/step_time.py --variants             # also the cost levers (docs/speed)
+    .venv/bin/python benchmarks/step_time.py --only-variants "default stride2" --sizes 128
 
 Runs unchanged on CUDA (``--device cuda``, the default when a GPU is there).
 """
@@ -53,6 +54,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "half widths": {**NINE, "analyzer_every": 1, "analyzer_widths": HALF_WIDTHS},
     "every4 half widths": {**NINE, "analyzer_every": 4, "analyzer_widths": HALF_WIDTHS},
     "default + bf16": {**ASM_DEFAULTS, "analyzer_precision": "bfloat16"},  # opt-in
+    "default stride2": {**ASM_DEFAULTS, "analyzer_stride": 2},  # the analyzer at half resolution
+    "released stride2": {**RELEASED_ASM, "analyzer_stride": 2},
 }
 
 
@@ -201,6 +204,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=12, help="timed rounds (a multiple of analyzer_every)")
     parser.add_argument("--variants", action="store_true", help="also time the cost levers of docs/speed")
+    parser.add_argument(
+        "--only-variants",
+        nargs="+",
+        choices=sorted(VARIANTS),
+        default=None,
+        help="time these levers only (with CE and the two settings)",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="also write the rows to this file")
@@ -210,7 +220,8 @@ def main() -> None:
         _memory_probe(args._memory_probe)
         return
     device = torch.device(args.device)
-    names = ["ce", *LOSSES, *(VARIANTS if args.variants else {})]
+    levers = args.only_variants if args.only_variants is not None else (list(VARIANTS) if args.variants else [])
+    names = ["ce", *LOSSES, *levers]
     threads = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(
         f"torch {torch.__version__}, {args.device} ({threads}); batch {args.batch}; {args.rounds} alternating rounds; "

@@ -7,7 +7,18 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from study.cells import CONV1_9, COST_REFERENCE, DEFAULT, HEADLINE, HINGE, RELEASED, RELEASED_ASM, Cell, U
+from study.cells import (
+    CONV1_9,
+    COST_REFERENCE,
+    DEFAULT,
+    EVERY2_REFERENCE,
+    HEADLINE,
+    HINGE,
+    RELEASED,
+    RELEASED_ASM,
+    Cell,
+    U,
+)
 from study.runs import run_scores
 
 
@@ -27,11 +38,15 @@ def comparisons(cell: Cell, cells: list[Cell]) -> dict[str, Cell]:
     """The cells of the same base that ``cell`` is compared with in pairs: CE for every other cell,
     the released ASM+CE for every other ASM cell, the default ASM+CE (conv1-9) for the ASM cells
     that are neither (where the base has these cells). The cost cells are compared with the default's
-    re-run only, and the re-run with the default's records."""
+    re-run (and the levers on top of the every-2 default with its run on the same machine too), and
+    the re-run with the default's records."""
     if cell.group == "cost":  # paired on one machine: with the default's re-run (which with the record)
         reference = DEFAULT if cell.name == COST_REFERENCE else COST_REFERENCE
-        other = _find(cells, cell.base, reference)
-        return {"default": other} if other is not None else {}
+        found = {"default": _find(cells, cell.base, reference)}
+        every2 = EVERY2_REFERENCE.get(cell.base)
+        if cell.asm.get("analyzer_every") == 2 and every2 is not None and cell.name != every2:
+            found["every2"] = _find(cells, cell.base, every2)  # levers on top of the every-2 default
+        return {label: other for label, other in found.items() if other is not None}
     names = {"ce": "ce"}
     if cell.loss.startswith("asm") and cell.name != RELEASED:
         names["asm+ce"] = RELEASED
@@ -130,6 +145,7 @@ def markdown(table: dict[str, Any], not_run: list[str] | None = None) -> str:
         ("ce", "CE of the same base"),
         ("asm+ce", "the released ASM+CE of the same base"),
         ("default", f"the default ASM+CE ({DEFAULT}) of the same base (cost cells: its re-run, {COST_REFERENCE!r})"),
+        ("every2", "the every-2 default trained on the same machine (cost levers on top of it)"),
     ]:
         lines += [
             "",

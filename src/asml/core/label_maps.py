@@ -8,10 +8,14 @@ at ignored pixels.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "CoarseGrid",
     "as_class_logits",
     "class_probabilities",
     "ignored_pixels",
@@ -103,3 +107,47 @@ def as_class_logits(logits: Tensor) -> Tensor:
     if logits.shape[1] != 1:
         return logits
     return torch.cat([torch.zeros_like(logits), logits], dim=1)
+
+
+@dataclass(frozen=True)
+class CoarseGrid:
+    """Label maps averaged over ``stride x stride`` cells: the analyzer's input at a coarser size.
+
+    Each cell holds the mean of its *valid* pixels' maps, so one-hot ground truth becomes the share
+    of each class among the cell's valid pixels and probabilities stay on the simplex; ignored
+    pixels contribute nothing (an ignored pixel's logits still change no loss), and a cell without a
+    valid pixel is itself ignored. Cells at the right and bottom edge may be partial (ceil mode).
+
+    Build it with :meth:`for_mask`; ``share`` is ``[B, 1, h, w]`` (the share of valid pixels per
+    cell, None without an ignore mask), ``valid`` the full-size ``[B, 1, H, W]`` bool mask it came
+    from, and ``ignored`` ``[B, h, w]`` bool, True at cells without a valid pixel (None if there are none).
+    """
+
+    stride: int
+    valid: Tensor | None
+    share: Tensor | None
+    ignored: Tensor | None
+
+    @classmethod
+    def for_mask(cls, ignored: Tensor | None, stride: int, dtype: torch.dtype = torch.float32) -> CoarseGrid:
+        """The grid of ``stride`` for the full-size ignore mask ``ignored`` ``[B, H, W]`` (or None)."""
+        if ignored is None:
+            return cls(stride, None, None, None)
+        valid = (~ignored).unsqueeze(1)
+        share = F.avg_pool2d(valid.to(dtype), stride, ceil_mode=True)
+        coarse_ignored = share[:, 0] == 0
+        return cls(stride, valid, share, coarse_ignored if bool(coarse_ignored.any()) else None)
+
+    def average(self, maps: Tensor) -> Tensor:
+        """``[B, C, H, W]`` maps -> ``[B, C, h, w]`` means over each cell's valid pixels (channels-last)."""
+        if self.valid is None or self.share is None:
+            pooled = F.avg_pool2d(maps, self.stride, ceil_mode=True)
+        else:
+            # where, not a product: NaN or inf at an ignored pixel must not reach the cell's mean.
+            kept = torch.where(self.valid, maps, torch.zeros((), dtype=maps.dtype, device=maps.device))
+            pooled = F.avg_pool2d(kept, self.stride, ceil_mode=True) / self.share.clamp_min(1e-12).to(maps.dtype)
+        return pooled.contiguous(memory_format=torch.channels_last)
+
+    def any(self, pixels: Tensor) -> Tensor:
+        """``[B, H, W]`` bool -> ``[B, h, w]`` bool, True where a cell holds a marked pixel."""
+        return F.max_pool2d(pixels.unsqueeze(1).float(), self.stride, ceil_mode=True)[:, 0] > 0

@@ -27,6 +27,7 @@ __all__ = [
     "masked_mean",
     "matching_loss",
     "reconstruction_loss",
+    "soft_reconstruction_loss",
     "structure_distance",
 ]
 
@@ -207,6 +208,21 @@ def cross_entropy_over_valid(logits: Tensor, target: Tensor, ignore_index: int |
     else:
         per_pixel = F.cross_entropy(logits, safe_target, reduction="none")
     return masked_mean(per_pixel, ~ignored if ignored is not None else None)
+
+
+def soft_reconstruction_loss(reconstruction_logits: Tensor, soft_target: Tensor, ignored: Tensor | None) -> Tensor:
+    """Cross-entropy of R(A(y)) against soft labels ``soft_target`` (class shares per position, as
+    ``CoarseGrid.average`` makes them), mean over positions not ``ignored``; float32 scalar.
+
+    For one-hot ``soft_target`` it equals :func:`reconstruction_loss`.
+
+    Args:
+        reconstruction_logits: ``[B, C, h, w]`` logits; soft_target: ``[B, C, h, w]``, summing to 1
+            (or 0) per position; ignored: ``[B, h, w]`` bool or None.
+    """
+    log_probabilities = torch.log_softmax(_upcast(reconstruction_logits), dim=1)
+    per_position = -(soft_target.to(log_probabilities.dtype) * log_probabilities).sum(dim=1)
+    return masked_mean(per_position, ~ignored if ignored is not None else None)
 
 
 def reconstruction_loss(reconstruction_logits: Tensor, target: Tensor, ignore_index: int | None = 255) -> Tensor:

@@ -36,6 +36,7 @@ from asml.core.adversary import (
 )
 from asml.core.analyzer import RELEASED_WIDTHS, AnalyzerOutput, StructureAnalyzer
 from asml.core.label_maps import (
+    CoarseGrid,
     as_class_logits,
     class_probabilities,
     ignored_pixels,
@@ -49,6 +50,7 @@ from asml.core.losses import (
     layer_matching_distances,
     masked_mean,
     reconstruction_loss,
+    soft_reconstruction_loss,
     structure_distance,
 )
 
@@ -97,6 +99,12 @@ class AdversarialStructureMatching(AnalyzerAdversary):
             ``"bfloat16"``: both run their convolutions under bf16 autocast (the normalisations,
             distances, hinge and reconstruction loss stay float32); needs a CPU or an Ampere or
             newer GPU with bf16 support.
+        analyzer_stride: the analyzer reads the label maps averaged over ``s x s`` cells of valid
+            pixels (``asml.core.label_maps.CoarseGrid``): one-hot ground truth becomes class shares,
+            probabilities and the hard negative are averaged alike, a cell without a valid pixel is
+            ignored, and the reconstruction is scored against the cells' class shares (soft
+            cross-entropy). 1 (released, default): full resolution. 2 does a quarter of the
+            analyzer's work; it changes the training signal (what it costs is in docs/speed).
 
     Example (one training step; see the README for the whole loop):
         >>> asm = AdversarialStructureMatching(num_classes=3, total_steps=1000)
@@ -130,6 +138,7 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         analyzer: StructureAnalyzer | None = None,
         analyzer_every: int = 1,
         analyzer_precision: Literal["float32", "bfloat16"] = "float32",
+        analyzer_stride: int = 1,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -152,6 +161,8 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         if hinge_pixels not in HINGE_PIXELS:
             raise ValueError(f"hinge_pixels must be one of {HINGE_PIXELS}, got {hinge_pixels!r}")
         check_cadence_and_precision(analyzer_every, analyzer_precision)
+        if isinstance(analyzer_stride, bool) or not isinstance(analyzer_stride, int) or analyzer_stride < 1:
+            raise ValueError(f"analyzer_stride must be a whole number of pixels >= 1, got {analyzer_stride!r}")
 
         analyzer = analyzer if analyzer is not None else StructureAnalyzer(num_classes, analyzer_widths)
         if analyzer.in_channels != (num_classes,):
@@ -160,6 +171,7 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         self.ignore_index = ignore_index
         self.hinge_pixels = hinge_pixels
         self.ce_weight = ce_weight
+        self.analyzer_stride = analyzer_stride
         self.setup_adversary(
             analyzer,
             matched_layers=layers,
@@ -195,16 +207,17 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         logits = self._without_ignored(logits, ignored)
         ground_truth = one_hot_target(target, self.num_classes, ignored, self._map_dtype(logits))
         probabilities = class_probabilities(logits).to(ground_truth.dtype)
+        grid = self._grid(ignored, ground_truth.dtype)
         scalars: dict[str, Tensor] = {}
         if self.training_call():
             if self.update_due():
                 # The hard negative is the argmax of the probabilities (= of the logits): they are laid
                 # out class-last, where the reduction is several times faster than over NCHW logits.
                 predicted = probabilities.detach().max(dim=1).indices
-                self._latest_update = self._update_analyzer(target, ground_truth, predicted, ignored)
+                self._latest_update = self._update_analyzer(target, ground_truth, predicted, ignored, grid)
             self.advance_schedule()
             scalars.update(self._latest_update)
-        loss = self._segmenter_loss(logits, probabilities, target, ground_truth, ignored, scalars)
+        loss = self._segmenter_loss(logits, probabilities, target, ground_truth, ignored, grid, scalars)
         scalars["loss"] = loss.detach()
         self.latest = scalars
         return loss
@@ -218,7 +231,9 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         logits = self._without_ignored(logits, ignored)
         ground_truth = one_hot_target(target, self.num_classes, ignored, self._map_dtype(logits))
         probabilities = class_probabilities(logits).to(ground_truth.dtype)
-        prediction_out, target_out = self._matching_passes(probabilities, ground_truth, ignored)
+        prediction_out, target_out = self._matching_passes(
+            *self._analyzer_inputs(probabilities, ground_truth, ignored, self._grid(ignored, ground_truth.dtype))
+        )
         maps = {}
         for name, features in prediction_out.features.items():
             distance = structure_distance(features, target_out.features[name])
@@ -233,6 +248,19 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         gets a zero (not NaN) gradient."""
         return logits if ignored is None else logits.masked_fill(ignored.unsqueeze(1), 0.0)
 
+    def _grid(self, ignored: Tensor | None, dtype: torch.dtype) -> CoarseGrid | None:
+        """The analyzer's coarse input grid, or None at full resolution (``analyzer_stride`` 1)."""
+        return CoarseGrid.for_mask(ignored, self.analyzer_stride, dtype) if self.analyzer_stride > 1 else None
+
+    @staticmethod
+    def _analyzer_inputs(
+        probabilities: Tensor, ground_truth: Tensor, ignored: Tensor | None, grid: CoarseGrid | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Prediction and ground-truth maps at the analyzer's input size, and its ignore mask there."""
+        if grid is None:
+            return probabilities, ground_truth, ignored
+        return grid.average(probabilities), grid.average(ground_truth), grid.ignored
+
     def _map_dtype(self, logits: Tensor) -> torch.dtype:
         """The analyzer's dtype for its input maps: float64 only for a float64 analyzer (gradcheck)."""
         analyzer_dtype = next(self.analyzer.parameters()).dtype
@@ -241,28 +269,45 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         )
 
     def _update_analyzer(
-        self, target: Tensor, ground_truth: Tensor, predicted: Tensor, ignored: Tensor | None
+        self,
+        target: Tensor,
+        ground_truth: Tensor,
+        predicted: Tensor,
+        ignored: Tensor | None,
+        grid: CoarseGrid | None = None,
     ) -> dict[str, Tensor]:
         """One SGD step of the analyzer on ``w_adv(t) * hinge + w_rec * reconstruction``.
 
         Args:
             target: ``[B, H, W]`` labels; ground_truth: their one-hot ``[B, C, H, W]``;
-            predicted: ``[B, H, W]`` the segmenter's argmax; ignored: ``[B, H, W]`` bool or None.
+            predicted: ``[B, H, W]`` the segmenter's argmax; ignored: ``[B, H, W]`` bool or None;
+            grid: the coarse grid the analyzer reads the maps on (None: full resolution).
         """
         negative = one_hot_target(predicted, self.num_classes, ignored, ground_truth.dtype)
+        wrong = predicted != target
+        if ignored is not None:
+            wrong = wrong & ~ignored
+        # Counted on the device: no host synchronisation in the training step.
+        valid_pixels = (~ignored).sum() if ignored is not None else torch.full((), target.numel(), device=target.device)
+        error_share = (wrong.sum() / valid_pixels.clamp_min(1)).detach()
+        analyzer_ignored = ignored
+        if grid is not None:
+            negative, ground_truth, analyzer_ignored = grid.average(negative), grid.average(ground_truth), grid.ignored
+            wrong = grid.any(wrong)
         # Two passes rather than one on the concatenated batch: the negatives stop at the deepest
         # matched layer, and no batch slicing means no zero-filled gradients in the backward pass.
         # The analyzer's update runs in float32 under autocast (or bf16 if asked), so it needs no
         # gradient scaler.
         with self.analyzer_autocast(target.device):
-            target_out = self.analyzer(ground_truth, ignored, self.matched_layers, reconstruct=True)
-            negative_out = self.analyzer(negative, ignored, self.matched_layers)
-            hinges, hinge_all, hinge_errors, error_share = self._hinges(
-                negative_out, target_out, target, predicted, ignored
-            )
+            target_out = self.analyzer(ground_truth, analyzer_ignored, self.matched_layers, reconstruct=True)
+            negative_out = self.analyzer(negative, analyzer_ignored, self.matched_layers)
+            hinges, hinge_all, hinge_errors = self._hinges(negative_out, target_out, wrong)
             hinge = torch.stack(list(hinges.values())).sum()
             assert target_out.reconstruction is not None
-            reconstruction = reconstruction_loss(target_out.reconstruction, target, self.ignore_index)
+            if grid is None:
+                reconstruction = reconstruction_loss(target_out.reconstruction, target, self.ignore_index)
+            else:
+                reconstruction = soft_reconstruction_loss(target_out.reconstruction, ground_truth, analyzer_ignored)
             weight = self.current_adversarial_weight()
             analyzer_loss = weight * hinge + self.reconstruction_weight * reconstruction
 
@@ -278,20 +323,13 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         return scalars
 
     def _hinges(
-        self,
-        negative_out: AnalyzerOutput,
-        target_out: AnalyzerOutput,
-        target: Tensor,
-        predicted: Tensor,
-        ignored: Tensor | None,
-    ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
+        self, negative_out: AnalyzerOutput, target_out: AnalyzerOutput, wrong: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
         """The per-layer hinges the analyzer minimises (averaged as ``hinge_pixels`` says), plus for
-        the log, summed over layers and detached: the hinge over all valid positions, over the
-        positions that see an error, and the share of valid pixels where the hard negative is wrong."""
+        the log, summed over layers and detached: the hinge over all valid positions and over the
+        positions that see an error (``wrong``: ``[B, h, w]`` bool at the analyzer's input size,
+        True where the hard negative differs from a valid ground-truth pixel)."""
         maps = hinge_maps(negative_out.features, target_out.features, self.margin)
-        wrong = predicted != target
-        if ignored is not None:
-            wrong = wrong & ~ignored
         seen_errors = self.analyzer.window_masks(wrong, self.matched_layers)
         valid = target_out.valid
         over_all: dict[str, Tensor] = {}
@@ -302,14 +340,10 @@ class AdversarialStructureMatching(AnalyzerAdversary):
             over_all[name] = masked_mean(values, layer_valid)
             over_errors[name] = masked_mean(values, error_positions)
         used = over_errors if self.hinge_pixels == "errors" else over_all
-        # Counted on the device: no host synchronisation in the training step.
-        valid_pixels = (~ignored).sum() if ignored is not None else torch.full((), target.numel(), device=target.device)
-        error_share = wrong.sum() / valid_pixels.clamp_min(1)
         return (
             used,
             torch.stack(list(over_all.values())).sum().detach(),
             torch.stack(list(over_errors.values())).sum().detach(),
-            error_share.detach(),
         )
 
     def _segmenter_loss(
@@ -319,10 +353,13 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         target: Tensor,
         ground_truth: Tensor,
         ignored: Tensor | None,
+        grid: CoarseGrid | None,
         scalars: dict[str, Tensor],
     ) -> Tensor:
         """``matching_weight * L_S (+ ce_weight * CE)`` with the analyzer's parameters detached."""
-        prediction_out, target_out = self._matching_passes(probabilities, ground_truth, ignored)
+        prediction_out, target_out = self._matching_passes(
+            *self._analyzer_inputs(probabilities, ground_truth, ignored, grid)
+        )
         distances = layer_matching_distances(prediction_out.features, target_out.features, prediction_out.valid)
         matching = torch.stack(list(distances.values())).sum()
         loss = self.matching_weight * matching
