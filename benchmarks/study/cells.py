@@ -29,6 +29,13 @@ BASES: dict[str, dict[str, Any]] = {
         "steps": SHORT,
     },
     "riders/unet-r18": {"dataset": "riders", "model": {"name": "unet", "encoder": "resnet18"}, "steps": SHORT},
+    # 128 px images (4x the pixels): does a lever that lost quality at 64 px keep it at a user's size?
+    "horses/unet-r18/128px": {
+        "dataset": "horses",
+        "model": {"name": "unet", "encoder": "resnet18"},
+        "steps": SHORT,
+        "size": 128,
+    },
     # Surface normals of the rendered scenes (``benchmarks/scenes_study.py``; cells in study/scenes.py).
     "scenes-normals/unet-r18": {
         "dataset": "scenes",
@@ -79,6 +86,7 @@ RELEASED = "asm+ce"
 DEFAULT = "asm+ce conv1-9"  # the library's asm+ce default, chosen from this study
 COST_REFERENCE = f"{DEFAULT} re-run"  # the default, trained again beside the cost cells (see CELLS)
 U, L, R = "horses/unet-r18", "horses/unet-r18/long", "riders/unet-r18"
+U128 = "horses/unet-r18/128px"
 CONV1_9 = [f"conv{i}" for i in range(1, 10)]  # written out, not ASM_DEFAULTS: cells must not move with it
 HALF_WIDTHS = [16, 32, 64, 64, 64]  # the analyzer's released widths (16, 64, 128, 128, 128), deeper levels halved
 CELLS: list[Cell] = [  # in the order they are trained (see training_order): what decides the defaults first
@@ -181,9 +189,18 @@ CELLS: list[Cell] = [  # in the order they are trained (see training_order): wha
         "asm+ce",
         _asm(matched_layers=CONV1_9, analyzer_every=2, analyzer_stride=2),
     ),
+    # The coarser input at 128 px, where a 2x2 cell is half as coarse relative to the image.
+    Cell(f"{DEFAULT} every2", "cost", U128, "asm+ce", _asm(matched_layers=CONV1_9, analyzer_every=2)),
+    Cell(
+        f"{DEFAULT} every2 stride2",
+        "cost",
+        U128,
+        "asm+ce",
+        _asm(matched_layers=CONV1_9, analyzer_every=2, analyzer_stride=2),
+    ),
 ]
 # Per base, the every-2 default trained on the same machine as the levers built on top of it.
-EVERY2_REFERENCE = {U: f"{DEFAULT} every2 re-run", R: f"{DEFAULT} every2"}
+EVERY2_REFERENCE = {U: f"{DEFAULT} every2 re-run", R: f"{DEFAULT} every2", U128: f"{DEFAULT} every2"}
 GROUPS = sorted({cell.group for cell in CELLS})
 HEADLINE = ("mIoU", "BF", "mean_boundary_IoU", "trimap_1px", "context_share")
 HINGE = ("hinge_all", "hinge_errors", "error_share")

@@ -33,8 +33,8 @@ def run_config(cell: Cell, seed: int, run_dir: Path, steps: int | None = None) -
         "model": base["model"],
         "data": {
             "dataset": f"builtin:{base['dataset']}",
-            "size": 64,
-            "crop_size": 64,
+            "size": base.get("size", 64),
+            "crop_size": base.get("size", 64),
             "scale_range": [0.75, 1.5],
             "batch_size": 8,
             "workers": 0,  # two runs share two cores; loader processes would only compete
