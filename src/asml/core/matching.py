@@ -208,16 +208,18 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         ground_truth = one_hot_target(target, self.num_classes, ignored, self._map_dtype(logits))
         probabilities = class_probabilities(logits).to(ground_truth.dtype)
         grid = self._grid(ignored, ground_truth.dtype)
+        # The ground truth at the analyzer's input size, averaged once for the update and the loss.
+        truth, truth_ignored = self._at_analyzer_size(ground_truth, ignored, grid)
         scalars: dict[str, Tensor] = {}
         if self.training_call():
             if self.update_due():
                 # The hard negative is the argmax of the probabilities (= of the logits): they are laid
                 # out class-last, where the reduction is several times faster than over NCHW logits.
                 predicted = probabilities.detach().max(dim=1).indices
-                self._latest_update = self._update_analyzer(target, ground_truth, predicted, ignored, grid)
+                self._latest_update = self._update_analyzer(target, truth, predicted, ignored, grid)
             self.advance_schedule()
             scalars.update(self._latest_update)
-        loss = self._segmenter_loss(logits, probabilities, target, ground_truth, ignored, grid, scalars)
+        loss = self._segmenter_loss(logits, probabilities, target, truth, truth_ignored, grid, scalars)
         scalars["loss"] = loss.detach()
         self.latest = scalars
         return loss
@@ -231,9 +233,10 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         logits = self._without_ignored(logits, ignored)
         ground_truth = one_hot_target(target, self.num_classes, ignored, self._map_dtype(logits))
         probabilities = class_probabilities(logits).to(ground_truth.dtype)
-        prediction_out, target_out = self._matching_passes(
-            *self._analyzer_inputs(probabilities, ground_truth, ignored, self._grid(ignored, ground_truth.dtype))
-        )
+        grid = self._grid(ignored, ground_truth.dtype)
+        truth, truth_ignored = self._at_analyzer_size(ground_truth, ignored, grid)
+        prediction, _ = self._at_analyzer_size(probabilities, ignored, grid)
+        prediction_out, target_out = self._matching_passes(prediction, truth, truth_ignored)
         maps = {}
         for name, features in prediction_out.features.items():
             distance = structure_distance(features, target_out.features[name])
@@ -253,13 +256,12 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         return CoarseGrid.for_mask(ignored, self.analyzer_stride, dtype) if self.analyzer_stride > 1 else None
 
     @staticmethod
-    def _analyzer_inputs(
-        probabilities: Tensor, ground_truth: Tensor, ignored: Tensor | None, grid: CoarseGrid | None
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Prediction and ground-truth maps at the analyzer's input size, and its ignore mask there."""
-        if grid is None:
-            return probabilities, ground_truth, ignored
-        return grid.average(probabilities), grid.average(ground_truth), grid.ignored
+    def _at_analyzer_size(
+        maps: Tensor, ignored: Tensor | None, grid: CoarseGrid | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Full-size maps ``[B, C, H, W]`` and ignore mask at the analyzer's input size (unchanged
+        at full resolution, cell means on a coarse grid)."""
+        return (maps, ignored) if grid is None else (grid.average(maps), grid.ignored)
 
     def _map_dtype(self, logits: Tensor) -> torch.dtype:
         """The analyzer's dtype for its input maps: float64 only for a float64 analyzer (gradcheck)."""
@@ -279,9 +281,10 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         """One SGD step of the analyzer on ``w_adv(t) * hinge + w_rec * reconstruction``.
 
         Args:
-            target: ``[B, H, W]`` labels; ground_truth: their one-hot ``[B, C, H, W]``;
-            predicted: ``[B, H, W]`` the segmenter's argmax; ignored: ``[B, H, W]`` bool or None;
-            grid: the coarse grid the analyzer reads the maps on (None: full resolution).
+            target: ``[B, H, W]`` labels; ground_truth: their one-hot maps at the analyzer's input
+            size (``[B, C, H, W]``, or the cell means ``[B, C, h, w]`` on ``grid``); predicted:
+            ``[B, H, W]`` the segmenter's argmax; ignored: ``[B, H, W]`` bool or None; grid: the
+            coarse grid the analyzer reads the maps on (None: full resolution).
         """
         negative = one_hot_target(predicted, self.num_classes, ignored, ground_truth.dtype)
         wrong = predicted != target
@@ -290,9 +293,8 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         # Counted on the device: no host synchronisation in the training step.
         valid_pixels = (~ignored).sum() if ignored is not None else torch.full((), target.numel(), device=target.device)
         error_share = (wrong.sum() / valid_pixels.clamp_min(1)).detach()
-        analyzer_ignored = ignored
+        negative, analyzer_ignored = self._at_analyzer_size(negative, ignored, grid)
         if grid is not None:
-            negative, ground_truth, analyzer_ignored = grid.average(negative), grid.average(ground_truth), grid.ignored
             wrong = grid.any(wrong)
         # Two passes rather than one on the concatenated batch: the negatives stop at the deepest
         # matched layer, and no batch slicing means no zero-filled gradients in the backward pass.
@@ -356,10 +358,10 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         grid: CoarseGrid | None,
         scalars: dict[str, Tensor],
     ) -> Tensor:
-        """``matching_weight * L_S (+ ce_weight * CE)`` with the analyzer's parameters detached."""
-        prediction_out, target_out = self._matching_passes(
-            *self._analyzer_inputs(probabilities, ground_truth, ignored, grid)
-        )
+        """``matching_weight * L_S (+ ce_weight * CE)`` with the analyzer's parameters detached;
+        ``ground_truth`` and ``ignored`` are at the analyzer's input size, ``probabilities`` full size."""
+        prediction = probabilities if grid is None else grid.average(probabilities)
+        prediction_out, target_out = self._matching_passes(prediction, ground_truth, ignored)
         distances = layer_matching_distances(prediction_out.features, target_out.features, prediction_out.valid)
         matching = torch.stack(list(distances.values())).sum()
         loss = self.matching_weight * matching
