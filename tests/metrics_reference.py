@@ -111,3 +111,14 @@ def ref_context(preds: np.ndarray, target: np.ndarray) -> tuple[int, int, int]:
                 total += 1
                 present += int(p in classes_here)
     return total, present, total - present
+
+
+def ref_context_pairs(preds: np.ndarray, target: np.ndarray, classes: int) -> np.ndarray:
+    """[2, C, C]: wrong pixels by (true, predicted), predicted class present in the image ([0]) or not."""
+    out = np.zeros((2, classes, classes), dtype=np.int64)
+    for b in range(target.shape[0]):
+        classes_here = set(np.unique(target[b])) - {IGNORE}
+        for p, t in zip(preds[b].ravel(), target[b].ravel(), strict=True):
+            if t != IGNORE and p != t:
+                out[0 if p in classes_here else 1, t, p] += 1
+    return out

@@ -19,6 +19,7 @@ from asml.metrics.functional import (
     boundary_scores,
     confusion_matrix,
     context_confusion,
+    context_confusion_pairs,
     default_boundary_tolerance,
     iou_from_confusion,
     mean_class_accuracy,
@@ -31,6 +32,7 @@ from metrics_reference import (
     ref_biou,
     ref_confusion,
     ref_context,
+    ref_context_pairs,
     ref_prf,
     ref_trimap,
 )
@@ -184,6 +186,21 @@ def test_boundary_iou_trimap_and_context_match_the_reference(
     np.testing.assert_array_equal(
         context_confusion(*to_torch(preds, target), classes).numpy(), ref_context(preds, target)
     )
+    np.testing.assert_array_equal(
+        context_confusion_pairs(*to_torch(preds, target), classes).numpy(), ref_context_pairs(preds, target, classes)
+    )
+
+
+def test_context_pairs_by_hand() -> None:
+    # Image 0 holds classes 0 and 1; image 1 holds 0 and 2 (and one ignored pixel).
+    target = torch.tensor([[[0, 0, 1, 1]], [[0, 2, 2, 255]]])
+    preds = torch.tensor([[[1, 2, 1, 0]], [[0, 1, 0, 1]]])
+    pairs = context_confusion_pairs(preds, target, 3)
+    co_occurring = {(0, 1): 1, (1, 0): 1, (2, 0): 1}  # 0->1 and 1->0 in image 0, 2->0 in image 1
+    absent = {(0, 2): 1, (2, 1): 1}  # 0->2 in image 0, 2->1 in image 1; the ignored pixel counts nowhere
+    for kind, expected in enumerate((co_occurring, absent)):
+        assert {(t, p): int(n) for (t, p), n in np.ndenumerate(pairs[kind].numpy()) if n} == expected
+    assert context_confusion(preds, target, 3).tolist() == [5, 3, 2]
 
 
 def test_perfect_predictions_score_one_everywhere() -> None:

@@ -62,6 +62,19 @@ def test_boundary_f_aggregates_over_images_as_documented() -> None:
         np.testing.assert_allclose(result["BF_per_class"].numpy(), np.nanmean(f, axis=0), atol=1e-12)
 
 
+def test_context_pair_matrices_split_the_confusion_matrix_off_its_diagonal() -> None:
+    data = batches(2, seed=2)
+    metric = SegmentationMetrics(CLASSES)
+    for preds, target in data:
+        metric.update(preds, target)
+    result = metric.compute()
+    co_occurring, absent = result["co_occurring_confusion"], result["absent_confusion"]
+    off_diagonal = result["confusion_matrix"] * (1 - torch.eye(CLASSES, dtype=torch.long))
+    torch.testing.assert_close(co_occurring + absent, off_diagonal)
+    assert int(result["wrong_pixels"]) == int(off_diagonal.sum())
+    assert float(result["context_share"]) == pytest.approx(int(co_occurring.sum()) / int(off_diagonal.sum()))
+
+
 def test_miou_equals_torchmetrics_jaccard_macro() -> None:
     metric = SegmentationMetrics(CLASSES)
     jaccard = MulticlassJaccardIndex(num_classes=CLASSES, average="macro", ignore_index=255)

@@ -36,6 +36,22 @@ BASES: dict[str, dict[str, Any]] = {
         "steps": SHORT,
         "size": 128,
     },
+    # Real data (benchmarks/real_data.py builds the sets; cells in study/real.py): lobes on sagittal
+    # MRI slices, 128 px, no flips (a flipped slice would put the frontal lobe behind).
+    "brain/unet-r18": {
+        "folder": "brain",
+        "model": {"name": "unet", "encoder": "resnet18"},
+        "steps": SHORT,
+        "size": 128,
+        "data": {"flip": False},
+    },
+    "brain/unet-mnv2-imagenet": {
+        "folder": "brain",
+        "model": {"name": "unet", "encoder": "mobilenet_v2", "weights": "imagenet-offline"},
+        "steps": SHORT,
+        "size": 128,
+        "data": {"flip": False},
+    },
     # Surface normals of the rendered scenes (``benchmarks/scenes_study.py``; cells in study/scenes.py).
     "scenes-normals/unet-r18": {
         "dataset": "scenes",

@@ -20,24 +20,31 @@ import yaml
 from asml.engine.progress import ProgressBar
 from study.cells import BASES, HINGE, THREE, Cell
 
+# Where the sets that ``benchmarks/real_data.py`` builds are read from (a study script may move it).
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+
 
 def run_config(cell: Cell, seed: int, run_dir: Path, steps: int | None = None) -> dict[str, Any]:
     """The ``asml train`` config of one run (the demo's data and optimiser, the cell's loss)."""
     base = BASES[cell.base]
     steps = steps or base["steps"]
     task = {"task": base["task"]} if "task" in base else {}  # segmentation unless the base says
+    if "folder" in base:  # a set built on disk (benchmarks/real_data.py), in the generic layout
+        source = {"dataset": "folder", "root": str(DATA_DIR / base["folder"])}
+    else:
+        source = {"dataset": f"builtin:{base['dataset']}", "size": base.get("size", 64)}
     return {
         "run_dir": str(run_dir),
         **task,
         "seed": seed,
         "model": base["model"],
         "data": {
-            "dataset": f"builtin:{base['dataset']}",
-            "size": base.get("size", 64),
+            **source,
             "crop_size": base.get("size", 64),
             "scale_range": [0.75, 1.5],
             "batch_size": 8,
             "workers": 0,  # two runs share two cores; loader processes would only compete
+            **base.get("data", {}),
         },
         "loss": {"name": cell.loss, "asm": dict(cell.asm)},
         "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005, **cell.optim},
@@ -61,6 +68,15 @@ def _without_run_dir(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key != "run_dir"}
 
 
+def _without_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config without where it and its data set live (a built set is the same on any disk:
+    ``benchmarks/real_data.py`` checks its sources' sha256)."""
+    config = _without_run_dir(config)
+    if isinstance(config.get("data"), dict):
+        config = {**config, "data": {key: value for key, value in config["data"].items() if key != "root"}}
+    return config
+
+
 def _asm_class_defaults() -> dict[str, Any]:
     """``AdversarialStructureMatching``'s keyword defaults, as they read in a YAML config (lists)."""
     from asml import AdversarialStructureMatching
@@ -79,7 +95,7 @@ PINNED_LATER = ("analyzer_every",)
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """A run's config without where it lives, the options of ``PINNED_LATER`` filled in with the
     class's defaults where missing."""
-    config = _without_run_dir(config)
+    config = _without_paths(config)
     loss = config.get("loss")
     if isinstance(loss, dict) and loss.get("name", "").startswith("asm"):
         defaults = _asm_class_defaults()

@@ -70,6 +70,7 @@ class DataConfig(_Strict):
     size: int = Field(64, ge=32, description="image side of the built-in sets")
     crop_size: int = Field(64, ge=16)
     scale_range: tuple[float, float] = (0.5, 2.0)
+    flip: bool = Field(True, description="flip training crops left-right at random (off for oriented images)")
     eval_size: int | None = None
     val_images: int | None = Field(None, ge=1, description="evaluate on the first N validation images only")
     batch_size: int = Field(8, ge=1)

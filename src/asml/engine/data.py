@@ -56,10 +56,14 @@ class DataBundle:
         self.num_classes = len(self.class_names)
         self.task = task
         if task == "segmentation":
-            self.train_transform = TrainTransform(crop_size=config.crop_size, scale_range=config.scale_range)
+            self.train_transform = TrainTransform(
+                crop_size=config.crop_size, scale_range=config.scale_range, flip=config.flip
+            )
             self.eval_transform = EvalTransform(size=config.eval_size)
         else:
-            self.train_transform = DenseTrainTransform(config.crop_size, task, scale_range=config.scale_range)
+            self.train_transform = DenseTrainTransform(
+                config.crop_size, task, scale_range=config.scale_range, flip=config.flip
+            )
             self.eval_transform = DenseEvalTransform(size=config.eval_size, task=task)
 
 

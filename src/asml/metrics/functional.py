@@ -22,7 +22,7 @@ count. Definitions, stated so that a reviewer can check them against ``tests/tes
   distance ``width`` of the target's boundary (union over classes of boundary(target == c)).
 * ``context_confusion``: of the wrongly labelled valid pixels, how many took a class that is present
   elsewhere in the same image's target (confusion with a co-occurring class) and how many a class
-  absent from it.
+  absent from it; ``context_confusion_pairs`` the same per (true class, predicted class) pair.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ __all__ = [
     "class_presence",
     "confusion_matrix",
     "context_confusion",
+    "context_confusion_pairs",
     "default_boundary_tolerance",
     "iou_from_confusion",
     "mean_class_accuracy",
@@ -347,14 +348,25 @@ def trimap_confusion_matrices(
     return torch.stack(matrices)
 
 
-def context_confusion(preds: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = 255) -> Tensor:
-    """``[3]`` int64: (wrong valid pixels, of them predicted as a class present in the image's
-    target, of them predicted as a class absent from it)."""
+def context_confusion_pairs(
+    preds: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = 255
+) -> Tensor:
+    """``[2, C, C]`` int64: wrong valid pixels counted by (true class, predicted class), split by
+    whether the predicted class occurs in the same image's target (``[0]``: a co-occurring class) or
+    not (``[1]``: a class absent from the image). The diagonals are zero."""
     valid = _checked_valid(preds, target, num_classes, ignore_index)
     present = class_presence(target, num_classes, valid)  # [B, C]
     wrong = valid & (preds != target)
     batch_index = torch.arange(target.shape[0], device=target.device)[:, None, None].expand_as(target)
-    co_occurring = present[batch_index[wrong], preds[wrong].long().clamp(0, num_classes - 1)]
-    total = int(wrong.sum())
-    with_present = int(co_occurring.sum())
-    return torch.tensor([total, with_present, total - with_present], dtype=torch.long, device=target.device)
+    predicted = preds[wrong].long().clamp(0, num_classes - 1)
+    absent = (~present[batch_index[wrong], predicted]).long()
+    index = (absent * num_classes + target[wrong].long()) * num_classes + predicted
+    counts = torch.bincount(index, minlength=2 * num_classes * num_classes)
+    return counts.reshape(2, num_classes, num_classes)
+
+
+def context_confusion(preds: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = 255) -> Tensor:
+    """``[3]`` int64: (wrong valid pixels, of them predicted as a class present in the image's
+    target, of them predicted as a class absent from it)."""
+    co_occurring, absent = context_confusion_pairs(preds, target, num_classes, ignore_index).sum((1, 2))
+    return torch.stack([co_occurring + absent, co_occurring, absent])

@@ -18,7 +18,7 @@ from asml.metrics.functional import (
     boundary_iou,
     boundary_scores,
     confusion_matrix,
-    context_confusion,
+    context_confusion_pairs,
     default_boundary_tolerance,
     iou_from_confusion,
     mean_class_accuracy,
@@ -51,6 +51,9 @@ class SegmentationMetrics(Metric):
     * ``trimap_mIoU`` [len(widths)] and ``trimap_widths``;
     * ``context_share``: wrong pixels predicted as a class present elsewhere in the image's target,
       as a share of all wrong pixels, ``absent_share`` the rest, and ``wrong_pixels``;
+    * ``co_occurring_confusion`` and ``absent_confusion`` [C, C]: the wrong pixels by (true, predicted)
+      class, the predicted class present in the image's target or absent from it (they sum to the
+      confusion matrix's off-diagonal);
     * ``confusion_matrix`` [C, C] (rows = target).
     """
 
@@ -70,7 +73,7 @@ class SegmentationMetrics(Metric):
     recall_count: Tensor
     image_f_sum: Tensor
     image_f_count: Tensor
-    context: Tensor
+    context_pairs: Tensor
 
     def __init__(
         self,
@@ -103,7 +106,7 @@ class SegmentationMetrics(Metric):
             self.add_state(f"{name}_count", torch.zeros(classes, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("image_f_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("image_f_count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("context", torch.zeros(3, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("context_pairs", torch.zeros(2, classes, classes, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Add a batch: ``preds`` ``[B, H, W]`` labels or ``[B, C, H, W]`` logits, ``target`` ``[B, H, W]``."""
@@ -128,7 +131,7 @@ class SegmentationMetrics(Metric):
         has_f = ~per_image.isnan()
         self.image_f_sum += per_image[has_f].sum()
         self.image_f_count += has_f.sum()
-        self.context += context_confusion(*args, ignore_index=self.ignore_index)
+        self.context_pairs += context_confusion_pairs(*args, ignore_index=self.ignore_index)
 
     def compute(self) -> dict[str, Tensor]:
         """The dataset-level scores (see the class docstring); NaN where a score is undefined."""
@@ -139,8 +142,9 @@ class SegmentationMetrics(Metric):
         iou = iou_from_confusion(self.confusion)
         biou = boundary_iou(self.biou_intersection, self.biou_union)
         trimap = torch.stack([iou_from_confusion(m).nanmean() for m in self.trimap])
-        wrong, co_occurring, absent = self.context.double()
-        nan = torch.tensor(math.nan, dtype=torch.float64, device=self.context.device)
+        co_occurring, absent = self.context_pairs.sum((1, 2)).double()
+        wrong = co_occurring + absent
+        nan = torch.tensor(math.nan, dtype=torch.float64, device=self.context_pairs.device)
         return {
             "mIoU": iou.nanmean(),
             "IoU": iou,
@@ -156,7 +160,9 @@ class SegmentationMetrics(Metric):
             "trimap_widths": torch.tensor(self.trimap_widths, dtype=torch.float64),
             "context_share": co_occurring / wrong if wrong > 0 else nan,
             "absent_share": absent / wrong if wrong > 0 else nan,
-            "wrong_pixels": self.context[0].clone(),
+            "wrong_pixels": self.context_pairs.sum(),
+            "co_occurring_confusion": self.context_pairs[0].clone(),
+            "absent_confusion": self.context_pairs[1].clone(),
             "confusion_matrix": self.confusion.clone(),
         }
 

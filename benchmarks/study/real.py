@@ -1,0 +1,232 @@
+"""The study on real data (``benchmarks/real_study.py``): its cells (data), scores and report.
+
+The questions (issue 12): on real scans at 128 px, does ASM+CE beat cross-entropy at CE's best
+learning rate, on regions (mIoU), boundaries (BF, Boundary IoU, trimap) and context (confusion with
+co-occurring classes, per class pair)? Cells per base: CE at three learning rates (a fair baseline),
+the released ASM+CE (conv1-2) and the library's default ASM+CE (conv1-9, analyzer every 2 steps),
+both at the demo's lr. Runs, records and resumption are the ablation study's (``study/runs.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from study.cells import RELEASED_ASM, THREE, Cell
+from study.report import _mean_std
+from study.runs import _record_matches, record_path
+
+__all__ = ["REAL_CELLS", "SCORES", "collect", "report"]
+
+BRAIN = "brain/unet-r18"
+CONV1_9 = [f"conv{i}" for i in range(1, 10)]
+DEFAULT_ASM = {**RELEASED_ASM, "matched_layers": CONV1_9, "analyzer_every": 2}  # the library's default, written out
+REFERENCE = "ce"  # CE at the demo's lr; the best CE of the sweep is found from the records
+SCORES = ("mIoU", "BF", "mean_boundary_IoU", "trimap_1px", "context_share")
+LABELS = {"mIoU": "mIoU", "BF": "BF", "mean_boundary_IoU": "Boundary IoU", "trimap_1px": "trimap 1 px",
+          "context_share": "co-occurring share of errors"}  # fmt: skip
+
+REAL_CELLS: list[Cell] = [  # trained seed by seed in this order (study.runs.training_order)
+    Cell(REFERENCE, "loss", BRAIN, "ce", seeds=THREE),
+    Cell("asm+ce default", "loss", BRAIN, "asm+ce", DEFAULT_ASM, seeds=THREE),
+    Cell("ce lr=0.03", "baseline lr", BRAIN, "ce", optim={"lr": 0.03}, seeds=THREE),
+    Cell("ce lr=0.003", "baseline lr", BRAIN, "ce", optim={"lr": 0.003}, seeds=THREE),
+    Cell("asm+ce released", "loss", BRAIN, "asm+ce", dict(RELEASED_ASM), seeds=THREE),
+]
+
+
+def real_scores(docs: Path, cell: Cell, seed: int, steps: int | None = None) -> dict[str, Any] | None:
+    """One run's final scores (in %), per-class IoU and BF, the context pair matrices, s/step; None
+    if unfinished or made with another config."""
+    record = record_path(docs, cell, seed)
+    if not record.is_file() or not _record_matches(record, cell, seed, steps):
+        return None
+    summary = json.loads(record.read_text())
+    final = summary["final"]
+    percent = lambda values: [None if v is None else 100 * v for v in values]  # noqa: E731
+    timing = summary["timing"]
+    return {
+        "mIoU": 100 * final["mIoU"],
+        "BF": 100 * final["BF"],
+        "mean_boundary_IoU": 100 * final["mean_boundary_IoU"],
+        "trimap_1px": 100 * final["trimap_mIoU"][0],
+        "context_share": None if final["context_share"] is None else 100 * final["context_share"],
+        "IoU": percent(final["IoU"]),
+        "BF_per_class": percent(final["BF_per_class"]),
+        "class_names": final["class_names"],
+        "co_occurring": final.get("co_occurring_confusion"),
+        "absent": final.get("absent_confusion"),
+        "wrong_pixels": final["wrong_pixels"],
+        "seconds_per_step": timing["training_seconds"] / timing["steps"] if timing["steps"] else None,
+        "training_minutes": timing["training_seconds"] / 60,
+    }
+
+
+def _best_ce(table: dict[str, Any], base: str) -> str | None:
+    """The CE cell of ``base`` with the best mean mIoU (the fair baseline)."""
+    ranked = [(e["mIoU"]["mean"], key) for key, e in table.items() if e["loss"] == "ce" and e["base"] == base]
+    return max(ranked)[1] if ranked else None
+
+
+def _per_class_mean(runs: list[dict[str, Any]], key: str) -> list[float | None]:
+    columns = zip(*(run[key] for run in runs), strict=True)
+    return [_mean_std(list(column))["mean"] for column in columns]  # type: ignore[misc]
+
+
+def _matrix_sum(runs: list[dict[str, Any]], key: str) -> list[list[int]] | None:
+    matrices = [run[key] for run in runs if run.get(key) is not None]
+    if not matrices:
+        return None
+    return [[sum(m[i][j] for m in matrices) for j in range(len(matrices[0]))] for i in range(len(matrices[0]))]
+
+
+def collect(docs: Path, cells: list[Cell], steps: int | None = None) -> dict[str, Any]:
+    """Per cell: seeds done, mean/std of the scores, per-class IoU/BF means, summed context matrices;
+    per cell the paired differences (same seed) against CE at the demo's lr and the best CE."""
+    scores = {cell.key(): {s: real_scores(docs, cell, s, steps) for s in cell.seeds} for cell in cells}
+    table: dict[str, Any] = {}
+    for cell in cells:
+        done = {seed: value for seed, value in scores[cell.key()].items() if value is not None}
+        if not done:
+            continue
+        runs = list(done.values())
+        entry: dict[str, Any] = {"cell": cell.name, "base": cell.base, "loss": cell.loss, "optim": cell.optim,
+                                 "asm": cell.asm, "seeds": sorted(done),
+                                 "missing_seeds": sorted(set(cell.seeds) - set(done)),
+                                 "class_names": runs[0]["class_names"]}  # fmt: skip
+        for key in (*SCORES, "seconds_per_step", "training_minutes"):
+            entry[key] = _mean_std([run[key] for run in runs])
+        entry["IoU"] = _per_class_mean(runs, "IoU")
+        entry["BF_per_class"] = _per_class_mean(runs, "BF_per_class")
+        entry["co_occurring"] = _matrix_sum(runs, "co_occurring")
+        entry["absent"] = _matrix_sum(runs, "absent")
+        table[cell.key()] = entry
+    bases = sorted({cell.base for cell in cells})
+    best = {base: _best_ce(table, base) for base in bases}
+    for cell in cells:
+        if cell.key() not in table:
+            continue
+        paired: dict[str, Any] = {}
+        for label, reference in (("ce", f"{cell.base}::{REFERENCE}"), ("best ce", best[cell.base])):
+            if reference is None or reference == cell.key() or reference not in table:
+                continue
+            seeds = [s for s in cell.seeds if scores[cell.key()][s] and scores[reference].get(s)]
+            paired[label] = {"cell": table[reference]["cell"], "seeds": seeds}
+            for key in (*SCORES, "BF_per_class", "IoU"):
+                if key in ("BF_per_class", "IoU"):
+                    paired[label][key] = [
+                        _mean_std([_diff(scores[cell.key()][s][key][c], scores[reference][s][key][c]) for s in seeds])
+                        for c in range(len(table[cell.key()]["class_names"]))
+                    ]
+                    continue
+                differences = [_diff(scores[cell.key()][s][key], scores[reference][s][key]) for s in seeds]  # type: ignore[index]
+                better = sum(d is not None and (d < 0 if key == "context_share" else d > 0) for d in differences)
+                paired[label][key] = {**_mean_std(differences), "values": differences, "better": better}
+        table[cell.key()]["paired"] = paired
+    table["_best_ce"] = best
+    return table
+
+
+def _diff(value: float | None, reference: float | None) -> float | None:
+    return None if value is None or reference is None else value - reference
+
+
+def _fmt(stat: dict[str, Any], digits: int = 1, signed: bool = False) -> str:
+    if stat.get("mean") is None:
+        return "-"
+    mean = f"{stat['mean']:+.{digits}f}" if signed else f"{stat['mean']:.{digits}f}"
+    return mean if stat.get("std") is None else f"{mean} ± {stat['std']:.{digits}f}"
+
+
+def _score_table(table: dict[str, Any], base: str, best: str | None) -> list[str]:
+    best_name = table[best]["cell"] if best else "-"
+    lines = [f"## {base}", "", f"Mean ± std over seeds; best CE (by mean mIoU): `{best_name}`.", "",
+             "| cell | seeds | " + " | ".join(LABELS[k] for k in SCORES) + " | s/step | min/run |",
+             "|---" * (len(SCORES) + 4) + "|"]  # fmt: skip
+    for key, entry in table.items():
+        if key.startswith("_") or entry["base"] != base:
+            continue
+        row = [entry["cell"], str(len(entry["seeds"])), *(_fmt(entry[k]) for k in SCORES),
+               _fmt(entry["seconds_per_step"], 2), _fmt(entry["training_minutes"])]  # fmt: skip
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "Paired differences (same seed), cell minus reference; `k/n` = seeds on which the cell is better "
+              "(for the co-occurring share: lower).", "",
+              "| cell | vs | " + " | ".join(LABELS[k] for k in SCORES) + " |",
+              "|---" * (len(SCORES) + 2) + "|"]  # fmt: skip
+    for key, entry in table.items():
+        if key.startswith("_") or entry["base"] != base:
+            continue
+        for label, pair in entry.get("paired", {}).items():
+            cells = [f"{_fmt(pair[k], signed=True)} ({pair[k]['better']}/{len(pair['seeds'])})" for k in SCORES]
+            lines.append(f"| {entry['cell']} | {label} (`{pair['cell']}`) | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _class_table(table: dict[str, Any], base: str, best: str | None) -> list[str]:
+    """Per-class IoU and BF of the best CE, and each ASM cell's paired gain on them."""
+    if best is None:
+        return []
+    names = table[best]["class_names"]
+    asm = [e for k, e in table.items() if not k.startswith("_") and e["base"] == base and e["loss"] != "ce"]
+    header = "| class | best CE IoU | best CE BF | " + " | ".join(f"{e['cell']}: ΔIoU / ΔBF" for e in asm) + " |"
+    lines = ["", "### Per class (thin parts: BF per class)", "", header, "|---" * (3 + len(asm)) + "|"]
+    for c, name in enumerate(names):
+        row = [name, _num(table[best]["IoU"][c]), _num(table[best]["BF_per_class"][c])]
+        for entry in asm:
+            pair = entry.get("paired", {}).get("best ce")
+            if pair is None:
+                row.append("-")
+                continue
+            row.append(f"{_fmt(pair['IoU'][c], signed=True)} / {_fmt(pair['BF_per_class'][c], signed=True)}")
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _context_table(table: dict[str, Any], base: str, best: str | None, top: int = 10) -> list[str]:
+    """The class pairs CE confuses most, split into confusion with a class present in the image
+    (context) and with an absent one; pixels summed over seeds."""
+    if best is None or table[best]["co_occurring"] is None:
+        return []
+    names = table[best]["class_names"]
+    cells = [e for k, e in table.items() if not k.startswith("_") and e["base"] == base and e["co_occurring"]]
+    reference = table[best]
+    pairs = sorted(((reference["co_occurring"][t][p] + reference["absent"][t][p], t, p)
+                    for t in range(len(names)) for p in range(len(names)) if t != p), reverse=True)[:top]  # fmt: skip
+    lines = ["", "### Context: wrong pixels per (true → predicted) pair, summed over seeds",
+             "", "co-occurring: the predicted class is elsewhere in the image; absent: it is not. "
+             f"Pairs: the {top} that the best CE confuses most.", "",
+             "| true → predicted | " + " | ".join(f"{e['cell']} co-occ. / absent" for e in cells) + " |",
+             "|---" * (1 + len(cells)) + "|"]  # fmt: skip
+    for _, t, p in pairs:
+        row = [f"{names[t]} → {names[p]}"] + [f"{e['co_occurring'][t][p]} / {e['absent'][t][p]}" for e in cells]
+        lines.append("| " + " | ".join(row) + " |")
+    totals = [f"{sum(map(sum, e['co_occurring']))} / {sum(map(sum, e['absent']))}" for e in cells]
+    lines.append("| all pairs | " + " | ".join(totals) + " |")
+    return lines
+
+
+def report(docs: Path, cells: list[Cell], steps: int | None = None) -> dict[str, Any]:
+    """Write ``results.json`` and ``README.md`` (tables) in ``docs`` from the records; return the table."""
+    table = collect(docs, cells, steps)
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "results.json").write_text(json.dumps(table, indent=1, allow_nan=True) + "\n")
+    lines = ["# Real data: ASM+CE against cross-entropy at its best learning rate", "",
+             "Regenerate: `.venv/bin/python benchmarks/real_study.py` (trains what is missing, resumable; "
+             "`--report-only` rebuilds this page from `runs/`). The sets: `benchmarks/real_data.py`.", ""]  # fmt: skip
+    for base in sorted({cell.base for cell in cells}):
+        best = table["_best_ce"].get(base)
+        if not any(not k.startswith("_") and e["base"] == base for k, e in table.items()):
+            continue
+        lines += _score_table(table, base, best) + _class_table(table, base, best) + _context_table(table, base, best)
+        lines.append("")
+    missing = [f"{c.key()} seeds {sorted(set(c.seeds) - set(table.get(c.key(), {}).get('seeds', [])))}"
+               for c in cells if set(c.seeds) - set(table.get(c.key(), {}).get("seeds", []))]  # fmt: skip
+    if missing:
+        lines += ["## Not run yet", "", *(f"- {m}" for m in missing), ""]
+    (docs / "README.md").write_text("\n".join(lines))
+    return table
