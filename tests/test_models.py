@@ -81,6 +81,31 @@ def test_fcn_with_resnet50_is_dilated_to_output_stride_8() -> None:
     assert tuple(features["out"].shape[-2:]) == (8, 8)
 
 
+@pytest.mark.parametrize("encoder", ["resnet18", "resnet34"])
+def test_fcn_basic_block_resnets_are_dilated_by_hand_and_match_the_strided_network_on_its_grid(encoder: str) -> None:
+    torch.manual_seed(0)
+    strided = build("fcn", 3, encoder=encoder, output_stride=32).eval()
+    images = torch.randn(2, 3, 96, 64)
+    for stride in (8, 16):
+        dilated = build("fcn", 3, encoder=encoder, output_stride=stride).eval()
+        dilated.load_state_dict(strided.state_dict())  # dilation changes no weight
+        with torch.no_grad():
+            coarse = strided.network.backbone(images)["out"]  # type: ignore[operator]
+            fine = dilated.network.backbone(images)["out"]  # type: ignore[operator]
+        assert tuple(fine.shape[-2:]) == (96 // stride, 64 // stride)
+        step = 32 // stride
+        torch.testing.assert_close(fine[..., ::step, ::step], coarse, rtol=1e-4, atol=1e-5)
+    default = build("fcn", 3, encoder=encoder).network.backbone(torch.randn(1, 3, 64, 64))  # type: ignore[operator]
+    assert tuple(default["out"].shape[-2:]) == (8, 8)  # the default output stride is 8
+
+
+def test_output_stride_is_checked() -> None:
+    with pytest.raises(ValueError, match="FCN's output_stride must be one of 8, 16, 32, got 4"):
+        build("fcn", 2, output_stride=4)
+    with pytest.raises(ValueError, match="output_stride is an FCN option; smp's 'unet' sets its own"):
+        build("unet", 2, output_stride=8)
+
+
 def test_other_input_channels() -> None:
     for name in ("fcn", "unet"):
         model = build(name, num_classes=2, in_channels=1)

@@ -63,6 +63,15 @@ def test_wrong_types_and_bad_overrides_are_named(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
 
 
+def test_data_flip_reaches_the_training_transform_of_each_task() -> None:
+    from asml.engine.data import DataBundle
+
+    for task in ("segmentation", "depth"):
+        for flip in (True, False):
+            config = load_config(None, [f"data.flip={str(flip).lower()}"]).data
+            assert DataBundle([], [], ("a", "b"), config, task).train_transform.flip is flip
+
+
 def test_overrides_are_parsed_as_yaml_and_every_shipped_config_is_valid() -> None:
     config = load_config(None, ["train.steps=7", "data.scale_range=[1, 1]", "loss.asm={margin: 0.5}"])
     assert config.train.steps == 7 and config.data.scale_range == (1.0, 1.0) and config.loss.asm == {"margin": 0.5}

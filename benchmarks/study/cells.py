@@ -17,7 +17,12 @@ BASES: dict[str, dict[str, Any]] = {
     "horses/unet-r18": {"dataset": "horses", "model": {"name": "unet", "encoder": "resnet18"}, "steps": SHORT},
     "horses/unet-r18/long": {"dataset": "horses", "model": {"name": "unet", "encoder": "resnet18"}, "steps": LONG},
     "horses/pspnet-r18": {"dataset": "horses", "model": {"name": "pspnet", "encoder": "resnet18"}, "steps": SHORT},
-    "horses/fcn-r18": {"dataset": "horses", "model": {"name": "fcn", "encoder": "resnet18"}, "steps": SHORT},
+    # Undilated (output stride 32, a 2x2 map at 64 px), as FCN-ResNet-18 was built before output_stride.
+    "horses/fcn-r18": {
+        "dataset": "horses",
+        "model": {"name": "fcn", "encoder": "resnet18", "output_stride": 32},
+        "steps": SHORT,
+    },
     "horses/unet-lite0": {
         "dataset": "horses",
         "model": {"name": "unet", "encoder": "tu-efficientnet_lite0"},

@@ -104,12 +104,22 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _as_it_ran(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the model options added since filled in as the run was built: FCN's
+    ``output_stride`` was 32 for ResNet-18/34 (undilated) and 8 for deeper ResNets (dilated)."""
+    model = saved.get("model")
+    if isinstance(model, dict) and model.get("name") == "fcn" and "output_stride" not in model:
+        stride = 32 if model.get("encoder", "resnet18") in ("resnet18", "resnet34") else 8
+        saved = {**saved, "model": {**model, "output_stride": stride}}
+    return saved
+
+
 def _same_config(saved: dict[str, Any], cell: Cell, seed: int, steps: int | None) -> bool:
     """Whether ``saved`` (a run's resolved config) is this cell's (not a smoke test, not an older
     definition of the cell); where the run lives does not count."""
     expected = _resolved(run_config(cell, seed, Path(), steps))
     # Resolved too: keys added to the config since a run was saved (e.g. ``task``) take their defaults.
-    return _comparable(_resolved(saved)) == _comparable(expected)
+    return _comparable(_resolved(_as_it_ran(saved))) == _comparable(expected)
 
 
 def config_matches(run_dir: Path, cell: Cell, seed: int, steps: int | None = None) -> bool:

@@ -43,12 +43,14 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    """The segmenter: ``asml.models.build(name, num_classes, encoder, weights=weights, aux=aux)``."""
+    """The segmenter: ``asml.models.build(name, num_classes, encoder, weights=weights, aux=aux,
+    output_stride=output_stride)``."""
 
     name: str = "unet"
     encoder: str = "resnet18"
     weights: str | None = None
     aux: bool = False
+    output_stride: int | None = Field(None, description="FCN only: 8 (default), 16 or 32")
     aux_weight: float = Field(0.4, ge=0)
 
 

@@ -107,7 +107,12 @@ def _check_devices(config: RunConfig, device: torch.device) -> None:
 
 def _build_model(config: RunConfig, out_channels: int, processes: _Processes) -> nn.Module:
     model: nn.Module = build(
-        config.model.name, out_channels, config.model.encoder, weights=config.model.weights, aux=config.model.aux
+        config.model.name,
+        out_channels,
+        config.model.encoder,
+        weights=config.model.weights,
+        aux=config.model.aux,
+        output_stride=config.model.output_stride,
     )
     if config.train.sync_bn and processes.world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
@@ -420,6 +425,7 @@ def load_model_from_checkpoint(
     config = load_config_text(state["config"], str(path))
     class_names = list(state["class_names"])
     channels = task_for(config).output_channels(len(class_names))
-    model = build(config.model.name, channels, config.model.encoder, aux=config.model.aux)
+    spec = config.model
+    model = build(spec.name, channels, spec.encoder, aux=spec.aux, output_stride=spec.output_stride)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), config, class_names

