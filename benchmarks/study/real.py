@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from study.cells import RELEASED_ASM, THREE, Cell
+from study.cells import FIVE, RELEASED_ASM, THREE, Cell
 from study.report import _mean_std
 from study.runs import _record_matches, record_path
 
@@ -31,14 +31,26 @@ LABELS = {"mIoU": "mIoU", "BF": "BF", "mean_boundary_IoU": "Boundary IoU", "trim
 REAL_CELLS: list[Cell] = [  # trained seed by seed in this order (study.runs.training_order)
     Cell(REFERENCE, "loss", BRAIN, "ce", seeds=THREE),
     Cell("asm+ce default", "loss", BRAIN, "asm+ce", DEFAULT_ASM, seeds=THREE),
-    Cell("ce lr=0.03", "baseline lr", BRAIN, "ce", optim={"lr": 0.03}, seeds=THREE),
+    Cell("ce lr=0.03", "baseline lr", BRAIN, "ce", optim={"lr": 0.03}, seeds=FIVE),
     Cell("ce lr=0.003", "baseline lr", BRAIN, "ce", optim={"lr": 0.003}, seeds=THREE),
     Cell("asm+ce released", "loss", BRAIN, "asm+ce", dict(RELEASED_ASM), seeds=THREE),
     # Round two: CE's best was the sweep's largest lr (0.03: +12.7 mIoU over 0.01, every seed), so one
     # step up for CE, and both ASM settings at CE's best lr, each compared at an lr that suits it.
     Cell("ce lr=0.1", "baseline lr", BRAIN, "ce", optim={"lr": 0.1}, seeds=THREE),
     Cell("asm+ce default lr=0.03", "loss", BRAIN, "asm+ce", DEFAULT_ASM, optim={"lr": 0.03}, seeds=THREE),
-    Cell("asm+ce released lr=0.03", "loss", BRAIN, "asm+ce", dict(RELEASED_ASM), optim={"lr": 0.03}, seeds=THREE),
+    Cell("asm+ce released lr=0.03", "loss", BRAIN, "asm+ce", dict(RELEASED_ASM), optim={"lr": 0.03}, seeds=FIVE),
+    # Round three. At lr 0.03 the default loses the smallest classes (insula, subcortical: IoU 0) on 2 of
+    # 3 seeds where CE learns them on all 3, and is level where it keeps them. Is it the nine layers'
+    # matching loss outweighing CE's signal for rare classes? The default with the matching loss at 0.3.
+    Cell(
+        "asm+ce default match x0.3 lr=0.03",
+        "loss",
+        BRAIN,
+        "asm+ce",
+        {**DEFAULT_ASM, "matching_weight": 0.3},
+        optim={"lr": 0.03},
+        seeds=THREE,
+    ),
 ]
 
 
