@@ -94,7 +94,8 @@ def test_fcn_basic_block_resnets_are_dilated_by_hand_and_match_the_strided_netwo
             fine = dilated.network.backbone(images)["out"]  # type: ignore[operator]
         assert tuple(fine.shape[-2:]) == (96 // stride, 64 // stride)
         step = 32 // stride
-        torch.testing.assert_close(fine[..., ::step, ::step], coarse, rtol=1e-4, atol=1e-5)
+        # Equal up to summation order (a wrong dilation or offset differs by the features' own size, ~1).
+        torch.testing.assert_close(fine[..., ::step, ::step], coarse, rtol=1e-3, atol=2e-4)
     default = build("fcn", 3, encoder=encoder).network.backbone(torch.randn(1, 3, 64, 64))  # type: ignore[operator]
     assert tuple(default["out"].shape[-2:]) == (8, 8)  # the default output stride is 8
 
