@@ -185,3 +185,24 @@ def test_the_study_trains_each_cell_once_on_a_built_set_and_reports_pairs_and_co
     assert results["brain/unet-r18::ce"]["co_occurring_errors"]["mean"] == pytest.approx(100 * co_occurring / valid)
     page = (docs / "README.md").read_text()
     assert "## brain/unet-r18" in page and "### Context" in page and "### Per class" in page
+
+
+def test_road_tiles_are_split_by_column_with_a_gap_and_keep_the_mask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_data = load_script(monkeypatch)
+    generator = np.random.default_rng(0)
+    image = generator.integers(1, 2048, (1300, 1300)).astype(np.uint16)
+    roads = np.zeros((1300, 1300), dtype=np.uint8)
+    roads[600:610, :] = 255  # a horizontal road through every column
+    Image.fromarray(image).save(tmp_path / "road_mask_input.tif")
+    Image.fromarray(roads).save(tmp_path / "sample_road_raster_mask.tif")
+    samples = real_data.road_samples(tmp_path)
+    columns = {split: sorted({int(i.split("-c")[1]) for i, _, _ in items}) for split, items in samples.items()}
+    assert columns == {"train": list(range(7)), "val": [8, 9]}
+    assert len(samples["train"]) == 70 and len(samples["val"]) == 20
+    tiles = {sample_id: mask for sample_id, _, mask in samples["val"]}
+    expected = (roads[512:640, 1024:1152] > 0).astype(np.uint8)  # row 4, column 8
+    np.testing.assert_array_equal(tiles["tile-r4-c8"], expected)
+    with pytest.raises(real_data.BuildError, match="roads are cut into 128 px tiles"):
+        real_data.build_roads(tmp_path / "out", tmp_path, tmp_path / "cache", 64)
