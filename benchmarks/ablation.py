@@ -27,7 +27,6 @@ is done).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study package next to this script
 from study.cells import CELLS, DEFAULT, GROUPS, RELEASED, RELEASED_ASM, Cell
 from study.report import comparisons, report
-from study.runs import run_missing, training_order
+from study.runs import parse_study_arguments, run_missing, study_parser, training_order
 
 __all__ = ["CELLS", "DEFAULT", "RELEASED", "RELEASED_ASM", "Cell", "comparisons", "main", "training_order"]
 
@@ -43,19 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "study-ablation", help="runs folder (reused to resume)")
-    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "ablation", help="where the report goes")
+    parser = study_parser(__doc__, ROOT / "study-ablation", ROOT / "docs" / "ablation")
     parser.add_argument("--only", nargs="+", choices=GROUPS, default=None, help="groups to run (default: all)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override every cell's seeds (smoke tests)")
-    parser.add_argument("--steps", type=int, default=None, help="override every run's length (smoke tests only)")
-    parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
-    args = parser.parse_args(argv)
-    smoke = args.steps is not None or args.seeds is not None
-    if smoke and (args.out == parser.get_default("out") or args.docs == parser.get_default("docs")):
-        parser.error("--steps and --seeds are for smoke tests: give --out and --docs away from the study's")
+    args = parse_study_arguments(parser, argv)
     cells = [cell for cell in CELLS if args.only is None or cell.group in args.only]
     if args.only is not None:  # a group's pairs need their references
         references = [other for cell in cells for other in comparisons(cell, CELLS).values()]

@@ -12,7 +12,6 @@ none of these two is versioned. The cells are data in ``study/real.py``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +21,7 @@ import real_data
 import study.runs
 from study.cells import BASES
 from study.real import REAL_CELLS, report
-from study.runs import run_missing
+from study.runs import parse_study_arguments, run_missing, study_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,21 +36,11 @@ def ensure_sets(data: Path, folders: set[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "study-real", help="runs folder (reused to resume)")
-    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "real", help="where the report goes")
+    parser = study_parser(__doc__, ROOT / "study-real", ROOT / "docs" / "real")
     parser.add_argument("--data", type=Path, default=ROOT / "data", help="where the built sets are (or go)")
     bases = sorted({cell.base for cell in REAL_CELLS})
     parser.add_argument("--only", nargs="+", choices=bases, default=None, help="bases to run (default: all)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override every cell's seeds (smoke tests)")
-    parser.add_argument("--steps", type=int, default=None, help="override every run's length (smoke tests only)")
-    parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
-    args = parser.parse_args(argv)
-    smoke = args.steps is not None or args.seeds is not None
-    if smoke and (args.out == parser.get_default("out") or args.docs == parser.get_default("docs")):
-        parser.error("--steps and --seeds are for smoke tests: give --out and --docs away from the study's")
+    args = parse_study_arguments(parser, argv)
     study.runs.DATA_DIR = args.data
     cells = [cell for cell in REAL_CELLS if args.only is None or cell.base in args.only]
     if args.seeds is not None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import json
 import struct
-import sys
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
@@ -19,18 +17,13 @@ import pytest
 from PIL import Image
 
 from asml.data.readers import FolderSegmentation
+from benchmark_scripts import load_benchmark
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "real_data.py"
 SHAPE = (181, 12, 10)  # the scan's 181 sagittal slices, each small
 
 
 def load_script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("real_data", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "real_data", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("real_data", monkeypatch)
 
 
 def write_nifti(path: Path, volume: np.ndarray) -> None:
@@ -159,11 +152,7 @@ def test_the_study_trains_each_cell_once_on_a_built_set_and_reports_pairs_and_co
     unchecked = replace(real_data.MRICRON, files=dict.fromkeys(real_data.MRICRON.files, ""))
     monkeypatch.setattr(real_data, "MRICRON", unchecked)
     real_data.build_brain(tmp_path / "data" / "brain", tmp_path / "source", tmp_path / "cache", 32)
-    spec = importlib.util.spec_from_file_location("real_study", SCRIPT.with_name("real_study.py"))
-    assert spec is not None and spec.loader is not None
-    study = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "real_study", study)
-    spec.loader.exec_module(study)
+    study = load_benchmark("real_study", monkeypatch)
     out, docs = tmp_path / "runs", tmp_path / "docs"
     arguments = ["--only", "brain/unet-r18", "--seeds", "0", "--steps", "2", "--out", str(out), "--docs", str(docs),
                  "--data", str(tmp_path / "data")]  # fmt: skip

@@ -3,24 +3,17 @@ missing runs once and reports paired differences that match the runs' own files.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "scenes_study.py"
+from benchmark_scripts import load_benchmark
 
 
 def load_script(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("scenes_study", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "scenes_study", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("scenes_study", monkeypatch)
 
 
 @pytest.mark.slow

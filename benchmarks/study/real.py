@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from study.cells import FIVE, RELEASED_ASM, THREE, Cell
-from study.report import _mean_std
+from study.report import _fmt, _mean_std
 from study.runs import _record_matches, record_path
 
 __all__ = ["REAL_CELLS", "SCORES", "collect", "report"]
@@ -154,13 +154,6 @@ def collect(docs: Path, cells: list[Cell], steps: int | None = None) -> dict[str
 
 def _diff(value: float | None, reference: float | None) -> float | None:
     return None if value is None or reference is None else value - reference
-
-
-def _fmt(stat: dict[str, Any], digits: int = 1, signed: bool = False) -> str:
-    if stat.get("mean") is None:
-        return "-"
-    mean = f"{stat['mean']:+.{digits}f}" if signed else f"{stat['mean']:.{digits}f}"
-    return mean if stat.get("std") is None else f"{mean} ± {stat['std']:.{digits}f}"
 
 
 def _score_table(table: dict[str, Any], base: str, best: str | None) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import itertools
 import json
@@ -56,6 +57,29 @@ def run_config(cell: Cell, seed: int, run_dir: Path, steps: int | None = None) -
             "keep_last": 1,
         },
     }
+
+
+def study_parser(description: str | None, out: Path, docs: Path) -> argparse.ArgumentParser:
+    """The options every study script takes (where runs and report go, parallelism, smoke-test
+    overrides, report only); a script adds its own ``--only``."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=out, help="runs folder (reused to resume)")
+    parser.add_argument("--docs", type=Path, default=docs, help="where the report goes")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override every cell's seeds (smoke tests)")
+    parser.add_argument("--steps", type=int, default=None, help="override every run's length (smoke tests only)")
+    parser.add_argument("--report-only", action="store_true", help="only rebuild the report from finished runs")
+    return parser
+
+
+def parse_study_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, refusing smoke-test overrides that would write into the study's own folders."""
+    args = parser.parse_args(argv)
+    smoke = args.steps is not None or args.seeds is not None
+    if smoke and (args.out == parser.get_default("out") or args.docs == parser.get_default("docs")):
+        parser.error("--steps and --seeds are for smoke tests: give --out and --docs away from the study's")
+    return args
 
 
 def _resolved(config: dict[str, Any]) -> dict[str, Any]:

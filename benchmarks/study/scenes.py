@@ -18,7 +18,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from study.cells import RELEASED_ASM, THREE, Cell
-from study.report import _mean_std
+from study.report import _fmt, _mean_std
 from study.runs import _record_matches, record_path
 
 __all__ = ["SCENE_CELLS", "THRESHOLDS", "report", "scene_scores"]
@@ -127,13 +127,6 @@ def collect(docs: Path, cells: list[Cell], steps: int | None = None) -> dict[str
         table[cell.key()]["paired"] = paired
     table["_best_iid"] = best
     return table
-
-
-def _fmt(stat: dict[str, Any], digits: int = 1, signed: bool = False) -> str:
-    if stat.get("mean") is None:
-        return "-"
-    mean = f"{stat['mean']:+.{digits}f}" if signed else f"{stat['mean']:.{digits}f}"
-    return mean if stat.get("std") is None else f"{mean} ± {stat['std']:.{digits}f}"
 
 
 def _base_section(table: dict[str, Any], base: str, best: str | None) -> list[str]:
