@@ -57,6 +57,18 @@ BASES: dict[str, dict[str, Any]] = {
         "size": 128,
         "data": {"flip": False},
     },
+    # The paper's other families on the same set, from scratch: FCN at output stride 8 (dilated by
+    # hand for ResNet-18), DeepLabV3+ at smp's output stride 16, PSPNet at smp's 1/8.
+    **{
+        f"brain/{name}-r18": {
+            "folder": "brain",
+            "model": {"name": name, "encoder": "resnet18"},
+            "steps": SHORT,
+            "size": 128,
+            "data": {"flip": False},
+        }
+        for name in ("pspnet", "deeplabv3plus", "fcn")
+    },
     # Surface normals of the rendered scenes (``benchmarks/scenes_study.py``; cells in study/scenes.py).
     "scenes-normals/unet-r18": {
         "dataset": "scenes",

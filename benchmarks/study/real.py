@@ -20,6 +20,7 @@ from study.runs import _record_matches, record_path
 __all__ = ["REAL_CELLS", "SCORES", "collect", "report"]
 
 BRAIN = "brain/unet-r18"
+NEW_BASES = ("brain/unet-mnv2-imagenet", "brain/pspnet-r18", "brain/deeplabv3plus-r18", "brain/fcn-r18")
 CONV1_9 = [f"conv{i}" for i in range(1, 10)]
 DEFAULT_ASM = {**RELEASED_ASM, "matched_layers": CONV1_9, "analyzer_every": 2}  # the library's default, written out
 REFERENCE = "ce"  # CE at the demo's lr; the best CE of the sweep is found from the records
@@ -51,6 +52,14 @@ REAL_CELLS: list[Cell] = [  # trained seed by seed in this order (study.runs.tra
         optim={"lr": 0.03},
         seeds=THREE,
     ),
+    # Round four: a pretrained encoder (MobileNetV2, ImageNet weights from a registry package) and the
+    # paper's other families. CE's lr sweep on each base first; the ASM cells follow at each base's
+    # best CE lr (round five), as a user would switch the loss after tuning CE.
+    *[
+        Cell(name, "baseline lr", base, "ce", optim=optim, seeds=THREE)
+        for base in NEW_BASES
+        for name, optim in ((REFERENCE, {}), ("ce lr=0.03", {"lr": 0.03}), ("ce lr=0.1", {"lr": 0.1}))
+    ],
 ]
 
 
