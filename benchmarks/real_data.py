@@ -8,6 +8,7 @@ inputs' and outputs' sha256, class shares, class presence per image).
 
     .venv/bin/python benchmarks/real_data.py brain --out data/brain     # Debian mricron-data
     .venv/bin/python benchmarks/real_data.py roads --out data/roads     # PyPI solaris (wheel, not installed)
+    .venv/bin/python benchmarks/real_data.py nuclei --out data/nuclei   # PyPI stardist (wheel, not installed)
 
 **brain** (multi-class, 10 classes, 128 px): sagittal slices of a real T1 MRI (Colin 27, 1 mm) with the
 AAL atlas drawn on that very scan, its 116 regions grouped into 8 lobes by their AAL codes, plus
@@ -21,89 +22,36 @@ to is decided by context, the confusion ASM claims to reduce.
 road raster from solaris' test data, cut into 128 px tiles. Train: tile columns 0-6; val: columns
 8-9; column 7 is a gap. Roads are thin (3 % of the pixels): the thin-part claim.
 
+**nuclei** (figure-ground, 2 classes, 128 px): a 512 x 512 fluorescence microscopy image of cell
+nuclei with hand-drawn masks (the 2018 Data Science Bowl, via stardist's test data), cut into 16
+tiles: the top half trains, the bottom half validates; a nucleus cut by the line between them is
+void in both. Round, often touching objects: boundaries are most of what there is to get right.
+
+The tiled sets live in ``real_tiles.py``, the sources and the folder writer in ``real_sources.py``.
+
 Sources: ``--source`` names a folder that holds the package's files as installed (``/usr/share/mricron/
-templates`` for brain, the wheel's ``solaris/data`` for roads); without it the package is fetched into
-``--cache`` with ``apt-get download`` or ``pip download`` and unpacked there.
+templates`` for brain, the wheel's ``solaris/data`` for roads, ``stardist/data/images`` for nuclei);
+without it the package is fetched into ``--cache`` with ``apt-get download`` or ``pip download`` and unpacked there.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
-import shutil
 import struct
-import subprocess
 import sys
-import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path.home() / ".cache" / "asml" / "sources"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the builders' modules next to this script
+from real_sources import CACHE, BuildError, Samples, Source, _fetch_deb, _sha256, locate, write_folder
+from real_tiles import build_nuclei, build_roads
 
-
-class BuildError(RuntimeError):
-    """A source is missing or is not the file this script was written for."""
-
-
-# --------------------------------------------------------------------------------------------- sources
-
-
-@dataclass(frozen=True)
-class Source:
-    """A package's files this script reads, with their sha256 and how to fetch the package."""
-
-    package: str
-    fetch: Callable[[Path], Path]  # cache folder -> folder holding ``files``
-    files: dict[str, str]  # file name -> sha256
-    licence: str
-    installed: Path | None = None  # where the package puts them when installed
-
-
-def _fetch_deb(package: str, inner: str) -> Callable[[Path], Path]:
-    def fetch(cache: Path) -> Path:
-        target = cache / package
-        if not (target / inner).is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            _run(["apt-get", "download", package], cwd=target)
-            debs = sorted(target.glob(f"{package}_*.deb"))
-            if not debs:
-                raise BuildError(f"apt-get download {package} left no .deb in {target}")
-            _run(["dpkg-deb", "-x", str(debs[-1]), str(target)])
-        return target / inner
-
-    return fetch
-
-
-def _fetch_wheel(requirement: str, inner: str) -> Callable[[Path], Path]:
-    def fetch(cache: Path) -> Path:
-        target = cache / requirement.replace("==", "-")
-        if not (target / inner).is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(target), requirement])
-            wheels = sorted(target.glob("*.whl"))
-            if not wheels:
-                raise BuildError(f"pip download {requirement} left no wheel in {target}")
-            with zipfile.ZipFile(wheels[-1]) as wheel:
-                wheel.extractall(target, [n for n in wheel.namelist() if n.startswith(inner + "/")])
-        return target / inner
-
-    return fetch
-
-
-def _run(command: list[str], cwd: Path | None = None) -> None:
-    try:
-        subprocess.run(command, cwd=cwd, check=True)
-    except (OSError, subprocess.CalledProcessError) as error:
-        raise BuildError(f"{' '.join(command)} failed ({error}); give --source to a folder with the files") from None
+__all__ = ["BUILDERS", "BuildError", "Source", "locate", "main", "write_folder"]
 
 
 MRICRON = Source(
@@ -118,39 +66,6 @@ MRICRON = Source(
     licence="BSD-3-Clause (Debian copyright file of mricron-data); AAL: Tzourio-Mazoyer et al. 2002",
     installed=Path("/usr/share/mricron/templates"),
 )
-SOLARIS = Source(
-    package="PyPI solaris 0.4.0 (wheel, unpacked, not installed)",
-    fetch=_fetch_wheel("solaris==0.4.0", "solaris/data"),
-    files={
-        "road_mask_input.tif": "7c561b4a96190dfacc324a03667301935e8868bddacf0496dd7d369224f0ea87",
-        "sample_road_raster_mask.tif": "d545452e2d92a9b46f38375eeadc600345da16a021739a58bf8f5425b5371a09",
-    },
-    licence="Apache-2.0 (solaris); imagery: SpaceNet, CC BY-SA 4.0",
-)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def locate(source: Source, given: Path | None, cache: Path) -> Path:
-    """The folder holding ``source.files``, each checked against its sha256."""
-    if given is not None:
-        folder = given
-    elif source.installed is not None and all((source.installed / f).is_file() for f in source.files):
-        folder = source.installed
-    else:
-        folder = source.fetch(cache)
-    for name, expected in source.files.items():
-        path = folder / name
-        if not path.is_file():
-            raise BuildError(f"{path} does not exist: --source must hold {', '.join(source.files)} of {source.package}")
-        found = _sha256(path)
-        if expected and found != expected:
-            raise BuildError(f"{path} has sha256 {found}, expected {expected} ({source.package})")
-    return folder
-
-
 # ----------------------------------------------------------------------------------------- file reading
 
 
@@ -192,49 +107,6 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (resized.clamp(0, 1) * 255).round().numpy().astype(np.uint8)
 
 
-def write_folder(
-    out: Path,
-    samples: dict[str, list[tuple[str, np.ndarray, np.ndarray]]],
-    classes: list[str],
-    source_md: str,
-    inputs: dict[str, str],
-) -> dict[str, object]:
-    """Write ``samples`` (split -> [(id, uint8 [H, W] grey image, uint8 [H, W] mask)]) in the generic
-    layout; return the manifest (also written). Refuses to write into a folder that holds other files."""
-    if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
-        raise BuildError(f"{out} holds files that this script did not write; give an empty or new --out")
-    if out.exists():
-        shutil.rmtree(out)
-    for folder in ("images", "masks", "splits"):
-        (out / folder).mkdir(parents=True)
-    (out / "classes.txt").write_text("\n".join(classes) + "\n")
-    (out / "SOURCE.md").write_text(source_md)
-    num_classes = len(classes)
-    manifest: dict[str, object] = {"classes": classes, "inputs": inputs, "splits": {}}
-    outputs = {}
-    for split, items in samples.items():
-        (out / "splits" / f"{split}.txt").write_text("".join(f"{sample_id}\n" for sample_id, _, _ in items))
-        pixels = np.zeros(num_classes, dtype=np.int64)
-        presence = np.zeros(num_classes, dtype=np.int64)
-        for sample_id, image, mask in items:
-            Image.fromarray(np.repeat(image[:, :, None], 3, axis=2), "RGB").save(out / "images" / f"{sample_id}.png")
-            Image.fromarray(mask, "L").save(out / "masks" / f"{sample_id}.png")
-            counts = np.bincount(mask.ravel(), minlength=num_classes)
-            pixels += counts
-            presence += counts > 0
-            for kind in ("images", "masks"):
-                outputs[f"{kind}/{sample_id}.png"] = _sha256(out / kind / f"{sample_id}.png")
-        shares = 100 * pixels / max(1, int(pixels.sum()))
-        manifest["splits"][split] = {  # type: ignore[index]
-            "images": len(items),
-            "class_share_percent": {c: round(float(p), 3) for c, p in zip(classes, shares, strict=True)},
-            "images_holding_class": {c: int(n) for c, n in zip(classes, presence, strict=True)},
-        }
-    manifest["outputs_sha256"] = hashlib.sha256(json.dumps(outputs, sort_keys=True).encode()).hexdigest()
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
-
-
 # ------------------------------------------------------------------------------------------------ brain
 
 # AAL's region codes (third column of aal.nii.txt) begin with the lobe's digit.
@@ -263,12 +135,12 @@ def brain_label_volume(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return t1, labels
 
 
-def brain_samples(folder: Path, size: int) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
+def brain_samples(folder: Path, size: int) -> Samples:
     """Sagittal slices, superior up and anterior right, padded to a square field of view and resized to
     ``size``; train from the left hemisphere (x < 84), val from the right (x > 98)."""
     t1, labels = brain_label_volume(folder)
     low, high = np.percentile(t1[labels > 0], [0.5, 99.5])  # one window for the whole scan
-    samples: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {"train": [], "val": []}
+    samples: Samples = {"train": [], "val": []}
     side = max(t1.shape[1], t1.shape[2])
     for x in range(t1.shape[0]):
         if MIDLINE_GAP[0] <= x <= MIDLINE_GAP[1]:
@@ -303,51 +175,7 @@ def build_brain(out: Path, source: Path | None, cache: Path, size: int) -> dict[
     return write_folder(out, samples, BRAIN_CLASSES, BRAIN_MD.format(licence=MRICRON.licence), inputs)
 
 
-# ------------------------------------------------------------------------------------------------ roads
-
-ROAD_TILE = 128
-ROAD_TRAIN_COLUMNS, ROAD_VAL_COLUMNS = range(0, 7), range(8, 10)  # column 7: a gap between the splits
-
-
-def road_samples(folder: Path) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
-    """128 px tiles of the aerial image (11-bit, windowed to its 0.5-99.5 percentiles) and its road mask."""
-    image = np.asarray(Image.open(folder / "road_mask_input.tif"), dtype=np.float64)
-    roads = np.asarray(Image.open(folder / "sample_road_raster_mask.tif")) > 0
-    if image.shape != roads.shape:
-        raise BuildError(f"{folder}: image {image.shape} and road mask {roads.shape} differ in size")
-    low, high = np.percentile(image, [0.5, 99.5])
-    grey = (np.clip((image - low) / (high - low), 0, 1) * 255).round().astype(np.uint8)
-    samples: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {"train": [], "val": []}
-    rows, columns = image.shape[0] // ROAD_TILE, image.shape[1] // ROAD_TILE
-    for row in range(rows):
-        for column in range(columns):
-            split = "train" if column in ROAD_TRAIN_COLUMNS else "val" if column in ROAD_VAL_COLUMNS else None
-            if split is None:
-                continue
-            window = np.s_[row * ROAD_TILE : (row + 1) * ROAD_TILE, column * ROAD_TILE : (column + 1) * ROAD_TILE]
-            samples[split].append((f"tile-r{row}-c{column}", grey[window], roads[window].astype(np.uint8)))
-    return samples
-
-
-ROADS_MD = """# roads: road masks on a real aerial image
-
-Built by `benchmarks/real_data.py roads` from the PyPI wheel `solaris==0.4.0` (`solaris/data`):
-`road_mask_input.tif` (1300 x 1300, panchromatic, 11-bit) and `sample_road_raster_mask.tif`.
-128 px tiles; train: tile columns 0-6, val: columns 8-9, column 7 left out.
-Licence: {licence}.
-"""
-
-
-def build_roads(out: Path, source: Path | None, cache: Path, size: int) -> dict[str, object]:
-    if size != ROAD_TILE:
-        raise BuildError(f"roads are cut into {ROAD_TILE} px tiles at the image's own resolution; got --size {size}")
-    folder = locate(SOLARIS, source, cache)
-    inputs = {name: _sha256(folder / name) for name in SOLARIS.files}
-    return write_folder(out, road_samples(folder), ["background", "road"], ROADS_MD.format(licence=SOLARIS.licence),
-                        inputs)  # fmt: skip
-
-
-BUILDERS = {"brain": build_brain, "roads": build_roads}
+BUILDERS = {"brain": build_brain, "nuclei": build_nuclei, "roads": build_roads}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
-"""The real-data builder (benchmarks/real_data.py) on small volumes written here: NIfTI reading, AAL
-regions grouped into lobes, the hemisphere split, area-resized masks, the folder it writes (which
-``asml train`` reads), and its refusals (wrong checksum, a folder it did not write)."""
+"""The real-data builder (benchmarks/real_data.py) on small volumes and images written here: NIfTI
+reading, AAL regions grouped into lobes, the hemisphere split, area-resized masks, road and nucleus
+tiles and their splits, the folder it writes (which ``asml train`` reads), and its refusals (wrong
+checksum, a folder it did not write, another tile size)."""
 
 from __future__ import annotations
 
@@ -180,13 +181,14 @@ def test_road_tiles_are_split_by_column_with_a_gap_and_keep_the_mask(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_data = load_script(monkeypatch)
+    tiles = load_benchmark("real_tiles", monkeypatch)
     generator = np.random.default_rng(0)
     image = generator.integers(1, 2048, (1300, 1300)).astype(np.uint16)
     roads = np.zeros((1300, 1300), dtype=np.uint8)
     roads[600:610, :] = 255  # a horizontal road through every column
     Image.fromarray(image).save(tmp_path / "road_mask_input.tif")
     Image.fromarray(roads).save(tmp_path / "sample_road_raster_mask.tif")
-    samples = real_data.road_samples(tmp_path)
+    samples = tiles.road_samples(tmp_path)
     columns = {split: sorted({int(i.split("-c")[1]) for i, _, _ in items}) for split, items in samples.items()}
     assert columns == {"train": list(range(7)), "val": [8, 9]}
     assert len(samples["train"]) == 70 and len(samples["val"]) == 20
@@ -195,3 +197,47 @@ def test_road_tiles_are_split_by_column_with_a_gap_and_keep_the_mask(
     np.testing.assert_array_equal(tiles["tile-r4-c8"], expected)
     with pytest.raises(real_data.BuildError, match="roads are cut into 128 px tiles"):
         real_data.build_roads(tmp_path / "out", tmp_path, tmp_path / "cache", 64)
+
+
+def disk(shape: tuple[int, int], centre: tuple[int, int], radius: int) -> np.ndarray:
+    rows, columns = np.ogrid[: shape[0], : shape[1]]
+    return (rows - centre[0]) ** 2 + (columns - centre[1]) ** 2 <= radius**2
+
+
+def test_nucleus_tiles_split_top_from_bottom_and_void_the_nuclei_cut_between(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_data = load_script(monkeypatch)
+    tiles = load_benchmark("real_tiles", monkeypatch)
+    image = np.random.default_rng(0).integers(0, 236, (512, 512)).astype(np.uint16)
+    instances = np.zeros((512, 512), dtype=np.uint16)
+    instances[disk(instances.shape, (100, 100), 10)] = 1  # in the top half: train
+    instances[disk(instances.shape, (256, 300), 12)] = 7  # cut by the line at y = 256: void on both sides
+    instances[disk(instances.shape, (400, 50), 10)] = 3  # bottom half: val
+    source = tmp_path / "source"
+    source.mkdir()
+    Image.fromarray(image).save(source / "img2d.tif")
+    Image.fromarray(instances).save(source / "mask2d.tif")
+    samples = tiles.nucleus_samples(source)
+    assert [len(samples[split]) for split in ("train", "val")] == [8, 8]
+    assert {int(i.split("-r")[1][0]) for i, _, _ in samples["train"]} == {0, 1}
+    masks = {sample_id: mask for split in samples.values() for sample_id, _, mask in split}
+    expected = np.where(instances == 7, 255, (instances > 0).astype(np.uint8)).astype(np.uint8)
+    for sample_id, mask in masks.items():
+        row, column = int(sample_id[6]), int(sample_id[9])
+        np.testing.assert_array_equal(mask, expected[row * 128 : (row + 1) * 128, column * 128 : (column + 1) * 128])
+    assert (masks["tile-r1-c2"] == 255).any() and (masks["tile-r2-c2"] == 255).any()
+    assert masks["tile-r0-c0"].sum() == disk(instances.shape, (100, 100), 10).sum()
+
+    unchecked = replace(tiles.STARDIST, files=dict.fromkeys(tiles.STARDIST.files, ""))  # no checksums here
+    monkeypatch.setattr(tiles, "STARDIST", unchecked)
+    manifest = tiles.build_nuclei(tmp_path / "nuclei", source, tmp_path / "cache", 128)
+    val = FolderSegmentation(tmp_path / "nuclei", split="val")
+    assert len(val) == 8 and tuple(val.class_names) == ("background", "nucleus")
+    assert (tmp_path / "nuclei" / "splits" / "val.txt").read_text().split()[2] == "tile-r2-c2"
+    _, mask = val.load(2)
+    assert int((mask == 255).sum()) == int((expected[256:384, 256:384] == 255).sum())
+    share = 100 * (expected[256:] == 1).sum() / (expected[256:] != 255).sum()
+    assert manifest["splits"]["val"]["class_share_percent"]["nucleus"] == pytest.approx(share, abs=1e-3)  # type: ignore[index]
+    with pytest.raises(real_data.BuildError, match="nuclei are cut into 128 px tiles"):
+        tiles.build_nuclei(tmp_path / "out", source, tmp_path / "cache", 64)

@@ -69,6 +69,13 @@ BASES: dict[str, dict[str, Any]] = {
         }
         for name in ("pspnet", "deeplabv3plus", "fcn")
     },
+    # Figure-ground on real microscopy: nuclei tiles (top half trains, bottom half validates), flips kept.
+    "nuclei/unet-r18": {
+        "folder": "nuclei",
+        "model": {"name": "unet", "encoder": "resnet18"},
+        "steps": SHORT,
+        "size": 128,
+    },
     # Surface normals of the rendered scenes (``benchmarks/scenes_study.py``; cells in study/scenes.py).
     "scenes-normals/unet-r18": {
         "dataset": "scenes",
