@@ -1,5 +1,6 @@
 """The real-data study: CE (learning-rate sweep), the released ASM+CE and the default ASM+CE on sets
-built from real scans (``benchmarks/real_data.py``), paired seeds, resumable.
+built from real scans (``benchmarks/real_data.py``) and on the built-in context set (knights), paired
+seeds, resumable.
 
     .venv/bin/python benchmarks/real_study.py                 # build the sets if missing, run what is missing, report
     .venv/bin/python benchmarks/real_study.py --report-only   # rebuild docs/real from the records
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is not None:
         cells = [replace(cell, seeds=tuple(args.seeds)) for cell in cells]
     if not args.report_only:
-        ensure_sets(args.data, {BASES[cell.base]["folder"] for cell in cells})
+        ensure_sets(args.data, {BASES[cell.base]["folder"] for cell in cells if "folder" in BASES[cell.base]})
         run_missing(args.out, args.docs, cells, args.jobs, args.threads, args.steps)
     report(args.docs, cells, args.steps)
     return 0

@@ -21,7 +21,7 @@ def erode(mask: torch.Tensor) -> torch.Tensor:
     return ~dilate(~mask)
 
 
-@pytest.mark.parametrize("name", ["horses", "riders"])
+@pytest.mark.parametrize("name", ["horses", "riders", "knights"])
 def test_samples_are_deterministic_and_splits_never_share_an_image(name: str) -> None:
     first = BuiltinSegmentation(name, "train", size=48)
     again = BuiltinSegmentation(name, "train", size=48)
@@ -118,3 +118,43 @@ def test_some_horses_are_riderless_so_rider_classes_can_be_absent() -> None:
     dataset = BuiltinSegmentation("riders", "train", size=48)
     with_rider = [bool((dataset[i][1] == 2).any()) for i in range(40)]
     assert 0 < with_rider.count(False) < 20  # about a quarter riderless (or rider hidden)
+
+
+def test_knights_hold_different_class_subsets_and_riders_only_ride_horses() -> None:
+    dataset = BuiltinSegmentation("knights", "train", size=64)
+    subsets = []
+    for index in range(60):
+        image, labels = dataset[index]
+        present = tuple(int(c) for c in torch.unique(labels))
+        subsets.append(present)
+        if 2 in present:  # a rider sits on a horse: its pixels touch the horse's
+            assert (dilate(labels == 2, 2) & (labels == 1)).any()
+            assert 3 in present  # and holds a lance
+        if present == (0,):  # no horse: clutter in the horse's texture, all of it background
+            assert image.float().std() > 5
+    counts = {subset: subsets.count(subset) for subset in set(subsets)}
+    assert set(counts) == {(0,), (0, 1), (0, 1, 2, 3)}, counts
+    assert 4 <= counts[(0,)] <= 20 and 8 <= counts[(0, 1)] <= 30  # about 20 % and 24 % of 60
+
+
+def test_knights_lance_is_wider_and_their_rider_taller_than_the_riders_sets() -> None:
+    def measures(name: str) -> tuple[float, float]:
+        """The share of lance pixels that survive one erosion (0 for a 1-2 px line), and the mean
+        height in rows of a rider that is there."""
+        dataset = BuiltinSegmentation(name, "train", size=64)
+        kept = total = 0
+        heights = []
+        for index in range(30):
+            labels = dataset[index][1]
+            lance = labels == 3
+            kept += int(erode(lance).sum())
+            total += int(lance.sum())
+            rows = torch.nonzero((labels == 2).any(1))
+            if len(rows):
+                heights.append(int(rows.max() - rows.min()) + 1)
+        return kept / max(total, 1), sum(heights) / len(heights)
+
+    (riders_core, riders_height), (knights_core, knights_height) = measures("riders"), measures("knights")
+    assert knights_core > 0.2 > 0.05 > riders_core
+    # Its head stays in frame (the riders set's is cut off above the torso): about a third taller.
+    assert knights_height > 1.2 * riders_height
