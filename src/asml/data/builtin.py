@@ -299,7 +299,8 @@ class BuiltinSegmentation(Dataset[tuple[Tensor, Tensor]]):
         alphas = _warp(torch.stack(canonical), grid).clamp(0, 1)  # [K, S, S], later layers on top
 
         background, background_index = _texture_patch(generator, size)
-        layers, pictures = [], []
+        layers: list[Tensor] = []
+        pictures: list[int] = []
         for label in range(1, len(alphas) + 1):
             same_as_horse = kind.rider_like_horse and label == 2  # the rider, from the horse's picture
             layer, picture = _texture_patch(generator, size, background_index, pictures[0] if same_as_horse else None)
