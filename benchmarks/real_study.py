@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study package ne
 import real_data
 import study.runs
 from study.cells import BASES
-from study.real import REAL_CELLS, report
+from study.real import REAL_CELLS
+from study.real_report import report
 from study.runs import parse_study_arguments, run_missing, study_parser
 
 ROOT = Path(__file__).resolve().parents[1]

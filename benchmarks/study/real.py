@@ -1,4 +1,5 @@
-"""The study on real data (``benchmarks/real_study.py``): its cells (data), scores and report.
+"""The study on real data (``benchmarks/real_study.py``): its cells (data) and scores (the report
+is ``study/real_report.py``).
 
 The questions (issue 12): on real scans and micrographs at 128 px, does ASM+CE beat cross-entropy at CE's best
 learning rate, on regions (mIoU), boundaries (BF, Boundary IoU, trimap) and context (confusion with
@@ -14,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from study.cells import FIVE, RELEASED_ASM, THREE, Cell
-from study.report import _fmt, _mean_std
+from study.report import _mean_std
 from study.runs import _record_matches, record_path
 
-__all__ = ["REAL_CELLS", "SCORES", "collect", "report"]
+__all__ = ["LABELS", "REAL_CELLS", "SCORES", "collect"]
 
 BRAIN = "brain/unet-r18"
 MNV2, PSPNET = "brain/unet-mnv2-imagenet", "brain/pspnet-r18"
@@ -121,6 +122,8 @@ def real_scores(docs: Path, cell: Cell, seed: int, steps: int | None = None) -> 
         "co_occurring": final.get("co_occurring_confusion"),
         "absent": final.get("absent_confusion"),
         "wrong_pixels": final["wrong_pixels"],
+        "class_pixels": [sum(row) for row in final["confusion_matrix"]],  # true pixels per class
+        "curve": summary["train"],
         "seconds_per_step": timing["training_seconds"] / timing["steps"] if timing["steps"] else None,
         "training_minutes": timing["training_seconds"] / 60,
     }
@@ -166,6 +169,9 @@ def collect(docs: Path, cells: list[Cell], steps: int | None = None) -> dict[str
             entry[key] = _mean_std([run[key] for run in runs])
         entry["IoU"] = _per_class_mean(runs, "IoU")
         entry["BF_per_class"] = _per_class_mean(runs, "BF_per_class")
+        class_pixels = [sum(column) for column in zip(*(run["class_pixels"] for run in runs), strict=True)]
+        entry["pixel_share"] = [100 * n / max(sum(class_pixels), 1) for n in class_pixels]
+        entry["curves"] = {seed: run["curve"] for seed, run in done.items()}
         entry["co_occurring"] = _matrix_sum(runs, "co_occurring")
         entry["absent"] = _matrix_sum(runs, "absent")
         table[cell.key()] = entry
@@ -200,108 +206,3 @@ def collect(docs: Path, cells: list[Cell], steps: int | None = None) -> dict[str
 
 def _diff(value: float | None, reference: float | None) -> float | None:
     return None if value is None or reference is None else value - reference
-
-
-def _score_table(table: dict[str, Any], base: str, best: str | None) -> list[str]:
-    best_name = table[best]["cell"] if best else "-"
-    lines = [f"## {base}", "", f"Mean ± std over seeds; best CE (by mean mIoU): `{best_name}`.", "",
-             "| cell | seeds | " + " | ".join(LABELS[k] for k in SCORES) + " | s/step | min/run |",
-             "|---" * (len(SCORES) + 4) + "|"]  # fmt: skip
-    for key, entry in table.items():
-        if key.startswith("_") or entry["base"] != base:
-            continue
-        row = [entry["cell"], str(len(entry["seeds"])), *(_fmt(entry[k]) for k in SCORES),
-               _fmt(entry["seconds_per_step"], 2), _fmt(entry["training_minutes"])]  # fmt: skip
-        lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Paired differences (same seed), cell minus reference; `k/n` = seeds on which the cell is better "
-              "(for errors: lower). Errors are wrong pixels in % of the valid ones, split by whether the "
-              "predicted class occurs elsewhere in the image (co-occurring: the context confusion the "
-              "paper claims ASM reduces) or not (absent).", "",
-              "| cell | vs | " + " | ".join(LABELS[k] for k in SCORES) + " |",
-              "|---" * (len(SCORES) + 2) + "|"]  # fmt: skip
-    for key, entry in table.items():
-        if key.startswith("_") or entry["base"] != base:
-            continue
-        for label, pair in entry.get("paired", {}).items():
-            cells = [f"{_fmt(pair[k], signed=True)} ({pair[k]['better']}/{len(pair['seeds'])})" for k in SCORES]
-            lines.append(f"| {entry['cell']} | {label} (`{pair['cell']}`) | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _class_table(table: dict[str, Any], base: str, best: str | None) -> list[str]:
-    """Per-class IoU and BF of the best CE, and each ASM cell's paired gain on them."""
-    if best is None:
-        return []
-    names = table[best]["class_names"]
-    asm = [e for k, e in table.items() if not k.startswith("_") and e["base"] == base and e["loss"] != "ce"]
-    header = "| class | best CE IoU | best CE BF | " + " | ".join(f"{e['cell']}: ΔIoU / ΔBF" for e in asm) + " |"
-    lines = ["", "### Per class (thin parts: BF per class)", "", header, "|---" * (3 + len(asm)) + "|"]
-    for c, name in enumerate(names):
-        row = [name, _num(table[best]["IoU"][c]), _num(table[best]["BF_per_class"][c])]
-        for entry in asm:
-            pair = entry.get("paired", {}).get("best ce")
-            if pair is None:
-                row.append("-")
-                continue
-            row.append(f"{_fmt(pair['IoU'][c], signed=True)} / {_fmt(pair['BF_per_class'][c], signed=True)}")
-        lines.append("| " + " | ".join(row) + " |")
-    return lines
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def _context_table(table: dict[str, Any], base: str, best: str | None, top: int = 10) -> list[str]:
-    """The class pairs CE confuses most, split into confusion with a class present in the image
-    (context) and with an absent one; pixels summed over seeds."""
-    if best is None or table[best]["co_occurring"] is None:
-        return []
-    names = table[best]["class_names"]
-    cells = [e for k, e in table.items() if not k.startswith("_") and e["base"] == base and e["co_occurring"]]
-    reference = table[best]
-    pairs = sorted(((reference["co_occurring"][t][p] + reference["absent"][t][p], t, p)
-                    for t in range(len(names)) for p in range(len(names)) if t != p), reverse=True)[:top]  # fmt: skip
-    lines = ["", "### Context: wrong pixels per (true → predicted) pair, summed over seeds",
-             "", "co-occurring: the predicted class is elsewhere in the image; absent: it is not. "
-             f"Pairs: the {top} that the best CE confuses most.", "",
-             "| true → predicted | " + " | ".join(f"{e['cell']} co-occ. / absent" for e in cells) + " |",
-             "|---" * (1 + len(cells)) + "|"]  # fmt: skip
-    for _, t, p in pairs:
-        row = [f"{names[t]} → {names[p]}"] + [f"{e['co_occurring'][t][p]} / {e['absent'][t][p]}" for e in cells]
-        lines.append("| " + " | ".join(row) + " |")
-    totals = [f"{sum(map(sum, e['co_occurring']))} / {sum(map(sum, e['absent']))}" for e in cells]
-    lines.append("| all pairs | " + " | ".join(totals) + " |")
-    return lines
-
-
-def report(docs: Path, cells: list[Cell], steps: int | None = None) -> dict[str, Any]:
-    """Write ``results.json`` and ``README.md`` (tables) in ``docs`` from the records; return the table."""
-    table = collect(docs, cells, steps)
-    docs.mkdir(parents=True, exist_ok=True)
-    (docs / "results.json").write_text(json.dumps(table, indent=1, allow_nan=True) + "\n")
-    lines = ["# Real data: ASM+CE against cross-entropy at its best learning rate", "",
-             "Regenerate: `.venv/bin/python benchmarks/real_study.py` (trains what is missing, resumable; "
-             "`--report-only` rebuilds this page from `runs/`). The sets: `benchmarks/real_data.py`.", "",
-             "**nuclei**: figure-ground (nucleus or background) on 128 px tiles of a real fluorescence "
-             "microscopy image with hand-drawn masks (2018 Data Science Bowl, via stardist); the top half's "
-             "8 tiles train, the bottom half's 8 validate, nuclei cut by the line between them are void.", "",
-             "**brain**: 10 classes (outside brain, white matter and other, and 8 lobes of the AAL atlas) on "
-             "128 px sagittal slices of the Colin 27 T1 MRI; trained on the left hemisphere's 63 slices, "
-             "validated on the right hemisphere's 62 (the midline in neither). Lobes co-occur by anatomy "
-             "and their grey matter looks alike, so which lobe a pixel is in is a matter of context. "
-             "Both sets: 450 steps, batch 8, SGD with poly decay, random scale 0.75-1.5 and 128 px crops, "
-             "flips for nuclei only (a flipped slice would put the frontal lobe behind); paired seeds (a seed "
-             "is the same initialisation and data order in every cell).", ""]  # fmt: skip
-    for base in sorted({cell.base for cell in cells}):
-        best = table["_best_ce"].get(base)
-        if not any(not k.startswith("_") and e["base"] == base for k, e in table.items()):
-            continue
-        lines += _score_table(table, base, best) + _class_table(table, base, best) + _context_table(table, base, best)
-        lines.append("")
-    missing = [f"{c.key()} seeds {sorted(set(c.seeds) - set(table.get(c.key(), {}).get('seeds', [])))}"
-               for c in cells if set(c.seeds) - set(table.get(c.key(), {}).get("seeds", []))]  # fmt: skip
-    if missing:
-        lines += ["## Not run yet", "", *(f"- {m}" for m in missing), ""]
-    (docs / "README.md").write_text("\n".join(lines))
-    return table
