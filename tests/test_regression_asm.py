@@ -288,3 +288,15 @@ def test_the_iid_baseline_takes_its_weight_like_the_releases_ten_times_cosine() 
     assert float(plain(output, target)) == pytest.approx(expected, rel=1e-5)
     assert float(release(output, target)) == pytest.approx(10 * expected, rel=1e-5)
     assert float(release.latest["iid"]) == pytest.approx(expected, rel=1e-5)  # the term itself, unweighted
+
+
+@pytest.mark.parametrize("name", ["asm", "asm+iid"])
+def test_regression_asm_keeps_the_normals_studys_nine_layers_when_segmentation_moves(name: str) -> None:
+    # Segmentation's default moved to the released conv1-2 (the real-data study); the regression
+    # default was chosen by the normals study and must not move with it.
+    from asml.losses import ASM_DEFAULTS, build_regression_loss
+
+    loss = build_regression_loss(name, "normals", total_steps=10)
+    assert loss.asm.matched_layers == tuple(f"conv{i}" for i in range(1, 10))
+    assert loss.asm.analyzer_every == 2
+    assert ASM_DEFAULTS["matched_layers"] == ("conv1", "conv2")

@@ -53,7 +53,7 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--datasets",
         nargs="+",
         default=None,
-        help="built-in datasets (horses, riders; default horses, or scenes for normals and depth)",
+        help="built-in datasets (horses, riders, knights; default horses, or scenes for normals and depth)",
     )
     demo.add_argument("--val-images", type=int, default=None, help="evaluate on the first N images only")
     demo.add_argument("--jobs", type=int, default=2, help="runs trained at the same time")
@@ -237,7 +237,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     for dataset in datasets:
         if (dataset == "scenes") == segmentation:
             raise ConfigError(
-                f"built-in {dataset!r} does not hold {args.task}: use horses or riders for segmentation, "
+                f"built-in {dataset!r} does not hold {args.task}: use horses, riders or knights for segmentation, "
                 "scenes for normals and depth"
             )
         folder = out / dataset if segmentation else out / f"{dataset}-{args.task}"

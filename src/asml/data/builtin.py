@@ -10,7 +10,8 @@
   away from a horse are background. Context (a rider only exists on a horse, and not on every
   horse) and thin parts (lance, legs, tail) both matter.
 * ``knights`` (the same 4 classes), the riders set reworked so that cross-entropy learns every class
-  in a demo-length run and context can be measured: the rider is larger and cut from *another patch
+  in the long demo's 1350 steps (a U-Net-ResNet-18 from scratch at lr 0.03: rider IoU 2.1, lance
+  31.3; at 450 steps both are still 0) and context can be measured: the rider is larger and cut from *another patch
   of the horse's own picture* (rider and horse look alike: where one ends and the other begins is
   decided by shape and place, not texture), the lance is twice as wide (about 4 px at 64 px), and
   the images hold different subsets of the classes: 30 % of the horses are riderless and 20 % of the

@@ -7,9 +7,10 @@ in training mode and keep it, its optimizer and schedule in their ``state_dict``
 """
 
 from asml.losses.regression import REGRESSION_ASM_DEFAULTS, REGRESSION_LOSS_NAMES, build_regression_loss
-from asml.losses.strategies import ASM_DEFAULTS, LOSS_NAMES, RELEASED_ASM, SegmentationLoss, build_loss
+from asml.losses.strategies import ALL_LAYERS_ASM, ASM_DEFAULTS, LOSS_NAMES, RELEASED_ASM, SegmentationLoss, build_loss
 
 __all__ = [
+    "ALL_LAYERS_ASM",
     "ASM_DEFAULTS",
     "LOSS_NAMES",
     "REGRESSION_ASM_DEFAULTS",
