@@ -32,14 +32,15 @@ LOSS_NAMES = ("ce", "asm", "asm+ce", "gan", "lovasz", "lovasz+ce", "dice", "dice
 # 128 px, 450 steps, paired seeds, each setting against CE at its best of 3-4 learning rates): on six
 # settings (brain MRI with U-Net, PSPNet, DeepLabV3+, FCN from scratch and U-Net-MobileNetV2 from
 # ImageNet; nuclei microscopy with U-Net) the released layers scored at or above matching all nine
-# layers on every one (+1.4 to +25.5 mIoU, level on nuclei), while the nine layers, the 64 px
+# layers on every one (+2.0 to +25.5 mIoU, level on nuclei), while the nine layers, the 64 px
 # ablation's choice (docs/ablation/README.md, where they won by +5.5 mIoU), lost the smallest classes
 # on brain (insula, subcortical nuclei: IoU 0 on 2 of 3 seeds) and 30 mIoU from ImageNet weights: a
 # matching loss over nine layers outweighs CE's per-pixel signal for rare classes.
 # ``analyzer_every = 2`` halves the analyzer's update, most of what ASM adds to a step
-# (docs/speed/README.md); on paired seeds it scored level with updating on every step (see
-# docs/real/README.md for the released layers on brain and PSPNet; horses and riders at 64 px:
-# -0.3 +- 1.1 and -0.3 +- 0.1 mIoU). Every fourth step cost BF on each of 3 seeds at 64 px.
+# (docs/speed/README.md); on paired seeds it scored within the seed spread of updating on every
+# step (released layers: brain U-Net -0.6 +- 0.6 mIoU, +0.2 +- 1.4 BF; PSPNet -0.2 +- 0.7, -0.0 +- 1.3;
+# nine layers at 64 px: horses -0.3 +- 1.1, riders -0.3 +- 0.1). Every fourth step cost BF at 64 px.
+# Against CE at its best lr the default is level at best on real data (docs/real/README.md).
 # The class ``AdversarialStructureMatching`` keeps the released values as its own defaults:
 # ``RELEASED_ASM`` (or the class alone) reproduces the released method, updates on every step included.
 ASM_DEFAULTS: dict[str, Any] = {"matched_layers": ("conv1", "conv2"), "analyzer_every": 2}
