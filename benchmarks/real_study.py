@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         ensure_sets(args.data, {BASES[cell.base]["folder"] for cell in cells if "folder" in BASES[cell.base]})
         run_missing(args.out, args.docs, cells, args.jobs, args.threads, args.steps)
-    report(args.docs, cells, args.steps)
+    # The report covers every cell at its declared seeds, whatever this call trained (--only, --seeds):
+    # a partial call must not rewrite docs/ with a part of the study.
+    report(args.docs, REAL_CELLS, args.steps)
     return 0
 
 

@@ -74,3 +74,20 @@ def test_report_pairs_asm_with_the_best_ce_and_splits_errors_by_context(
     assert (tmp_path / "paired_vs_best_ce.png").stat().st_size > 0
     assert (tmp_path / "training_curves.png").stat().st_size > 0
     assert "curves" not in json.loads((tmp_path / "results.json").read_text())[asm.key()]
+
+
+def test_a_partial_call_reports_every_cell_with_records_not_only_the_bases_it_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = load_benchmark("real_study", monkeypatch)
+    brain = next(cell for cell in study.REAL_CELLS if cell.base == BASE)
+    other = next(cell for cell in study.REAL_CELLS if cell.base != BASE)
+    confusion = [[68, 2, 0], [3, 22, 0], [4, 1, 0]]
+    _record(tmp_path, brain, 0, 0.5, 0.4, confusion)
+    _record(tmp_path, other, 0, 0.6, 0.3, confusion)
+    arguments = ["--report-only", "--only", BASE, "--seeds", "0", "--docs", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert study.main(arguments) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results[other.key()]["mIoU"]["mean"] == pytest.approx(60.0)
+    assert results[other.key()]["missing_seeds"] == [seed for seed in other.seeds if seed != 0]
+    assert results[brain.key()]["seeds"] == [0]

@@ -112,11 +112,16 @@ REAL_CELLS: list[Cell] = [  # trained seed by seed in this order (study.runs.tra
     # nuclei's BF (+1.4); the released layers every 2 became the library's default. Knights, the
     # built-in context set, at the long demo's length (CE learns no rider or lance at 450 steps): CE at
     # three lrs, the new default and the nine layers at 0.03, seed by seed.
+    # Round eight (seed 0 of round seven: CE's best is lr 0.1, 45.4 mIoU; the default at 0.03 44.5, the
+    # nine layers 41.0, CE at 0.03 41.1): the default at CE's best lr as well, and three seeds of the
+    # four cells that decide (CE at 0.03 and 0.1, the default at both); the demo's lr and the nine
+    # layers stay at seed 0 (below the others there; 2 cores' time goes to the pairs).
     Cell("ce lr=0.03", "baseline lr", KNIGHTS, "ce", optim={"lr": 0.03}),
     _released_every2(KNIGHTS),
-    Cell("asm+ce default lr=0.03", "loss", KNIGHTS, "asm+ce", NINE_LAYERS_ASM, optim={"lr": 0.03}),
-    Cell(REFERENCE, "baseline lr", KNIGHTS, "ce"),
+    Cell("asm+ce default lr=0.03", "loss", KNIGHTS, "asm+ce", NINE_LAYERS_ASM, optim={"lr": 0.03}, seeds=(0,)),
+    Cell(REFERENCE, "baseline lr", KNIGHTS, "ce", seeds=(0,)),
     Cell("ce lr=0.1", "baseline lr", KNIGHTS, "ce", optim={"lr": 0.1}),
+    _released_every2(KNIGHTS, lr=0.1),
 ]
 
 
