@@ -85,7 +85,8 @@ def test_a_partial_call_reports_every_cell_with_records_not_only_the_bases_it_ra
     confusion = [[68, 2, 0], [3, 22, 0], [4, 1, 0]]
     _record(tmp_path, brain, 0, 0.5, 0.4, confusion)
     _record(tmp_path, other, 0, 0.6, 0.3, confusion)
-    arguments = ["--report-only", "--only", BASE, "--seeds", "0", "--docs", str(tmp_path), "--out", str(tmp_path / "out")]
+    arguments = ["--report-only", "--only", BASE, "--seeds", "0", "--docs", str(tmp_path),
+                 "--out", str(tmp_path / "out")]  # fmt: skip
     assert study.main(arguments) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results[other.key()]["mIoU"]["mean"] == pytest.approx(60.0)
