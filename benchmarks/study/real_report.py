@@ -40,7 +40,7 @@ is the same initialisation and data order in every cell).
 Names: "released" is conv1-2 matched with the analyzer updated on every step (the authors' setting);
 "released every2" updates it on every second step, **the library's default since this study**;
 "default" is conv1-9 every 2, the library's default when the study began (the 64 px ablation's
-choice), kept as the cells' name so that their records stay theirs. initialisation and data order in every cell).
+choice), kept as the cells' name so that their records stay theirs.
 """
 
 
