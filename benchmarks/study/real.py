@@ -65,6 +65,9 @@ ALSO_PAIRED_WITH = {
     **{f"{base}::asm+ce released every2 lr=0.03": f"{base}::asm+ce released lr=0.03" for base in (BRAIN, PSPNET)},
     **{f"{base}::{lever.name}": f"{base}::asm+ce released every2 lr=0.03"
        for base in (BRAIN, PSPNET) for lever in (_released_every(base, every=4), _released_every(base, stride=2))},  # fmt: skip
+    f"{NUCLEI}::asm+ce released every2 lr=0.01": f"{NUCLEI}::asm+ce released lr=0.01",
+    f"{NUCLEI}::asm+ce released every2 stride2 lr=0.01": f"{NUCLEI}::asm+ce released every2 lr=0.01",
+    f"{KNIGHTS}::asm+ce released every2 stride2 lr=0.1": f"{KNIGHTS}::asm+ce released every2 lr=0.1",
 }
 
 REAL_CELLS: list[Cell] = [  # trained seed by seed in this order (study.runs.training_order)
@@ -135,6 +138,12 @@ REAL_CELLS: list[Cell] = [  # trained seed by seed in this order (study.runs.tra
     # its work; with the nine layers it lost 17.6 mIoU on brain, untested with conv1-2).
     *(_released_every(base, every=4) for base in (PSPNET, BRAIN)),
     *(_released_every(base, stride=2) for base in (PSPNET, BRAIN)),
+    # And on figure-ground, where boundaries are most of what is scored: nuclei (never run with the
+    # default itself), the default and the default at stride 2, at the lr of its other ASM cells.
+    _released_every(NUCLEI, lr=0.01),
+    _released_every(NUCLEI, lr=0.01, stride=2),
+    # And on knights, where thin parts (the lance) are the most a coarser analyzer input could lose.
+    _released_every(KNIGHTS, lr=0.1, stride=2),
 ]
 
 
