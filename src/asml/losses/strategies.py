@@ -40,6 +40,8 @@ LOSS_NAMES = ("ce", "asm", "asm+ce", "gan", "lovasz", "lovasz+ce", "dice", "dice
 # (docs/speed/README.md); on paired seeds it scored within the seed spread of updating on every
 # step (released layers: brain U-Net -0.6 +- 0.6 mIoU, +0.2 +- 1.4 BF; PSPNet -0.2 +- 0.7, -0.0 +- 1.3;
 # nine layers at 64 px: horses -0.3 +- 1.1, riders -0.3 +- 0.1). Every fourth step cost BF at 64 px.
+# ``analyzer_stride`` stays 1: at 2 it brings PSPNet within 1.3x of CE and was level on brain and nuclei,
+# but lower on every seed on knights (-1.5 +- 1.1 mIoU, -1.6 +- 0.6 BF, 3 seeds), where thin parts are.
 # Against CE at its best lr the default is level at best on real data (docs/real/README.md).
 # The class ``AdversarialStructureMatching`` keeps the released values as its own defaults:
 # ``RELEASED_ASM`` (or the class alone) reproduces the released method, updates on every step included.
