@@ -2,6 +2,7 @@
 on fixed logits, broken down by phase and by kind of operator, next to a CE step of the segmenter.
 
     .venv/bin/python benchmarks/step_profile.py         # the default, PSPNet-r18, 128 px, 21 classes
+    .venv/bin/python benchmarks/step_profile.py --options '{"analyzer_stride": 1}'   # PSPNet at full resolution
     .venv/bin/python benchmarks/step_profile.py --options '{"analyzer_every": 4}' --classes 2
 
 Phases are timed with ``time.perf_counter`` around the module's own parts (mean per step over the
@@ -29,7 +30,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from asml import AdversarialStructureMatching
 from asml.data import blob_segmentation_batch
-from asml.losses import ASM_DEFAULTS
+from asml.losses import asm_defaults
 from step_time import ARCHITECTURES, make_segmenter  # the same segmenters as the step-time benchmark
 
 
@@ -75,7 +76,7 @@ def main() -> None:
         parser.error(f"--options must be a JSON object of ASM keyword arguments, got {args.options!r}: {error}")
     if not isinstance(given, dict):
         parser.error(f"--options must be a JSON object of ASM keyword arguments, got {args.options!r}")
-    options = {**ASM_DEFAULTS, "ce_weight": 1.0, **given}
+    options = {**asm_defaults(args.model), "ce_weight": 1.0, **given}
     images, masks = blob_segmentation_batch(args.batch, args.size, num_classes=args.classes, seed=0)
     model, optimizer = make_segmenter(args.model, args.classes, torch.device("cpu"))
     with torch.no_grad():

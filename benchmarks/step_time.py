@@ -40,11 +40,12 @@ from torch import Tensor, nn
 
 from asml import AdversarialStructureMatching
 from asml.data import blob_segmentation_batch
-from asml.losses import ALL_LAYERS_ASM, ASM_DEFAULTS, RELEASED_ASM
+from asml.losses import ALL_LAYERS_ASM, ASM_DEFAULTS, RELEASED_ASM, asm_defaults
 
 ARCHITECTURES = {"pspnet": smp.PSPNet, "unet": smp.Unet}
 HALF_WIDTHS = (16, 32, 64, 64, 64)
-# name -> ASM keyword arguments (on top of ce_weight=1); "ce" is plain cross-entropy.
+# name -> ASM keyword arguments (on top of ce_weight=1); "ce" is plain cross-entropy. "default" is what
+# ``asml train`` gives the segmenter: ``asm_defaults(architecture)`` (PSPNet: the analyzer at half resolution).
 LOSSES: dict[str, dict[str, Any]] = {"default": dict(ASM_DEFAULTS), "released": dict(RELEASED_ASM)}
 # The cost study's settings (docs/speed); "every k" = analyzer_every, "nine layers" = conv1-9 matched
 # (the default before the real-data study).
@@ -57,14 +58,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "every4 half widths": {**ASM_DEFAULTS, "analyzer_every": 4, "analyzer_widths": HALF_WIDTHS},
     "default + bf16": {**ASM_DEFAULTS, "analyzer_precision": "bfloat16"},  # opt-in
     "default stride2": {**ASM_DEFAULTS, "analyzer_stride": 2},  # the analyzer at half resolution
+    "default full resolution": {**ASM_DEFAULTS, "analyzer_stride": 1},  # PSPNet's default before issue 13
     "nine layers stride2": {**ALL_LAYERS_ASM, "analyzer_stride": 2},
 }
 
 
-def make_loss(name: str, classes: int, device: torch.device) -> Callable[[Tensor, Tensor], Tensor]:
+def loss_options(name: str, architecture: str) -> dict[str, Any]:
+    """The ASM keyword arguments of ``name`` (a key of ``LOSSES`` or ``VARIANTS``) on ``architecture``."""
+    return asm_defaults(architecture) if name == "default" else {**LOSSES, **VARIANTS}[name]
+
+
+def make_loss(name: str, classes: int, device: torch.device, architecture: str) -> Callable[[Tensor, Tensor], Tensor]:
     if name == "ce":
         return lambda logits, masks: F.cross_entropy(logits, masks, ignore_index=255)
-    options = {**LOSSES, **VARIANTS}[name]
+    options = loss_options(name, architecture)
     return AdversarialStructureMatching(classes, total_steps=1000, ce_weight=1.0, **options).to(device)
 
 
@@ -110,7 +117,8 @@ def time_cell(
     images, masks = blob_segmentation_batch(batch, size, num_classes=classes, seed=0)
     images, masks = images.to(device), masks.to(device)
     setups = {
-        name: (*make_segmenter(architecture, classes, device), make_loss(name, classes, device)) for name in names
+        name: (*make_segmenter(architecture, classes, device), make_loss(name, classes, device, architecture))
+        for name in names
     }
     times: dict[str, list[tuple[float, bool]]] = {name: [] for name in names}
     for round_index in range(2 + rounds):
@@ -128,7 +136,7 @@ def peak_memory(
     """Bytes a training step of this loss needs beyond the model and data (see the module docstring)."""
     if device.type == "cuda":
         model, optimizer = make_segmenter(architecture, classes, device)
-        loss_fn = make_loss(name, classes, device)
+        loss_fn = make_loss(name, classes, device, architecture)
         images, masks = blob_segmentation_batch(batch, size, num_classes=classes, seed=0)
         images, masks = images.to(device), masks.to(device)
         training_step(model, optimizer, loss_fn, images, masks)  # optimizer state exists from here on
@@ -160,7 +168,7 @@ def _memory_probe(arguments: str) -> None:
     torch.set_num_threads(1)  # thread pools allocate per thread; one keeps the figures comparable
     device = torch.device("cpu")
     model, optimizer = make_segmenter(architecture, classes, device)
-    loss_fn = make_loss(name, classes, device)
+    loss_fn = make_loss(name, classes, device, architecture)
     images, masks = blob_segmentation_batch(batch, size, num_classes=classes, seed=0)
     training_step(model, optimizer, loss_fn, images, masks)  # optimizer state exists from here on, as on CUDA
     base = _status_kib("VmRSS")
@@ -227,9 +235,11 @@ def main() -> None:
     threads = f"{torch.get_num_threads()} threads" if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(
         f"torch {torch.__version__}, {args.device} ({threads}); batch {args.batch}; {args.rounds} alternating rounds; "
-        f"default = {ASM_DEFAULTS}, released = {RELEASED_ASM}"
+        f"default = {ASM_DEFAULTS} (per segmenter: asml.losses.asm_defaults), released = {RELEASED_ASM}"
     )
-    every = [options.get("analyzer_every", 1) for name, options in {**LOSSES, **VARIANTS}.items() if name in names]
+    for architecture in args.models:
+        print(f"  default on {architecture}: {asm_defaults(architecture)}")
+    every = [loss_options(name, model).get("analyzer_every", 1) for name in names[1:] for model in args.models]
     if args.rounds % math.lcm(*every):
         parser.error(f"--rounds {args.rounds} must be a multiple of every analyzer_every timed ({sorted(set(every))})")
     memory_head = f"{'peak MiB':>9} {'mem/CE':>7}" if not args.no_memory else ""

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from asml import AdversarialStructureMatching
-from asml.losses import LOSS_NAMES, RELEASED_ASM, build_loss
+from asml.losses import ASM_DEFAULTS, LOSS_NAMES, RELEASED_ASM, asm_defaults, build_loss
 
 
 def batch(classes: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -97,6 +97,23 @@ def test_asm_losses_take_the_study_defaults_unless_the_caller_sets_them(name: st
     assert default.ce_weight == (1.0 if name == "asm+ce" else 0.0)
     chosen = build_loss(name, 3, asm_options={"matched_layers": ["conv3"], "adversarial_weight": 0.5}).asm
     assert chosen.matched_layers == ("conv3",) and chosen.adversarial_weight == pytest.approx(0.5)
+    assert default.analyzer_stride == 1  # full resolution for a segmenter of unknown family
+
+
+def test_pspnet_alone_takes_the_analyzer_at_half_resolution_and_the_caller_still_decides() -> None:
+    # PSPNet predicts at 1/8 and upsamples, so its default reads 2x2 cell means (issue 13's study).
+    assert build_loss("asm+ce", 3, segmenter="pspnet").asm.analyzer_stride == 2
+    for other in ("unet", "deeplabv3plus", "fcn", None):
+        other_default = build_loss("asm+ce", 3, segmenter=other).asm
+        assert other_default.analyzer_stride == 1 and other_default.analyzer_every == 2
+    given = build_loss("asm+ce", 3, segmenter="pspnet", asm_options={"analyzer_stride": 1}).asm
+    assert given.analyzer_stride == 1
+    # The released setting stays the released one on PSPNet too: full resolution, every step.
+    released = build_loss("asm+ce", 3, segmenter="pspnet", asm_options=RELEASED_ASM).asm
+    assert (released.analyzer_stride, released.analyzer_every) == (1, 1)
+    # Only the family's own option changes: the rest is ASM_DEFAULTS.
+    assert asm_defaults("pspnet") == {**ASM_DEFAULTS, "analyzer_stride": 2}
+    assert asm_defaults("unet") == asm_defaults(None) == ASM_DEFAULTS
 
 
 def test_released_settings_are_the_class_defaults_and_reproduce_them_through_build_loss() -> None:
@@ -104,7 +121,12 @@ def test_released_settings_are_the_class_defaults_and_reproduce_them_through_bui
     assert set(RELEASED_ASM) <= set(signature)
     assert {key: signature[key].default for key in RELEASED_ASM} == RELEASED_ASM
     # The paper's code: conv1-2, w_adv 0.012, the analyzer updated on every step.
-    assert RELEASED_ASM == {"matched_layers": ("conv1", "conv2"), "adversarial_weight": 0.012, "analyzer_every": 1}
+    assert RELEASED_ASM == {
+        "matched_layers": ("conv1", "conv2"),
+        "adversarial_weight": 0.012,
+        "analyzer_every": 1,
+        "analyzer_stride": 1,
+    }
     released = build_loss("asm+ce", 3, asm_options=RELEASED_ASM).asm
     plain = AdversarialStructureMatching(3, ce_weight=1.0)
     assert released.matched_layers == plain.matched_layers == ("conv1", "conv2")

@@ -83,6 +83,16 @@ def test_overrides_are_parsed_as_yaml_and_every_shipped_config_is_valid() -> Non
             task_for(config).build_loss(config, 2)
 
 
+def test_the_trainer_gives_asm_the_defaults_of_the_configured_segmenter_family() -> None:
+    # model.name as a user may write it (an alias, any case) picks the family's defaults.
+    for name, stride in (("PSP", 2), ("pspnet", 2), ("unet", 1), ("deeplabv3+", 1)):
+        config = load_config(None, ["loss.name=asm+ce", f"model.name={name}"])
+        loss = task_for(config).build_loss(config, 3)
+        assert loss.asm.analyzer_stride == stride, name  # type: ignore[union-attr]
+    config = load_config(None, ["loss.name=asm+ce", "model.name=pspnet", "loss.asm={analyzer_stride: 1}"])
+    assert task_for(config).build_loss(config, 3).asm.analyzer_stride == 1  # type: ignore[union-attr]
+
+
 # ---------------------------------------------------------------- end to end
 
 

@@ -38,6 +38,12 @@ BASES: dict[str, dict[str, Any]] = {
     # lance at the long demo's length (1350 steps: IoU 2.1 and 31.3), not at 450 (0 and 0).
     "knights/unet-r18": {"dataset": "knights", "model": {"name": "unet", "encoder": "resnet18"}, "steps": SHORT},
     "knights/unet-r18/long": {"dataset": "knights", "model": {"name": "unet", "encoder": "resnet18"}, "steps": LONG},
+    # PSPNet predicts at 1/8 and upsamples: does the analyzer's coarser input (issue 13) still cost thin parts?
+    "knights/pspnet-r18/long": {
+        "dataset": "knights",
+        "model": {"name": "pspnet", "encoder": "resnet18"},
+        "steps": LONG,
+    },
     # 128 px images (4x the pixels): does a lever that lost quality at 64 px keep it at a user's size?
     "horses/unet-r18/128px": {
         "dataset": "horses",

@@ -25,6 +25,19 @@ from study.cells import BASES, HINGE, THREE, Cell
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 
 
+def _pinned_asm(cell: Cell, regression: bool) -> dict[str, Any]:
+    """The cell's ASM options, with those the library sets per segmenter family
+    (``asml.losses.SEGMENTER_ASM_DEFAULTS``) pinned at the class's defaults where the cell leaves them
+    out: a cell means the same on every segmenter, whatever the library's defaults for its family."""
+    from asml.losses import SEGMENTER_ASM_DEFAULTS
+
+    if regression or not cell.loss.startswith("asm"):
+        return dict(cell.asm)
+    defaults = _asm_class_defaults()
+    per_family = {name: defaults[name] for changes in SEGMENTER_ASM_DEFAULTS.values() for name in changes}
+    return {**per_family, **cell.asm}
+
+
 def run_config(cell: Cell, seed: int, run_dir: Path, steps: int | None = None) -> dict[str, Any]:
     """The ``asml train`` config of one run (the demo's data and optimiser, the cell's loss)."""
     base = BASES[cell.base]
@@ -47,7 +60,7 @@ def run_config(cell: Cell, seed: int, run_dir: Path, steps: int | None = None) -
             "workers": 0,  # two runs share two cores; loader processes would only compete
             **base.get("data", {}),
         },
-        "loss": {"name": cell.loss, "asm": dict(cell.asm)},
+        "loss": {"name": cell.loss, "asm": _pinned_asm(cell, "task" in base)},
         "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0005, **cell.optim},
         "train": {
             "steps": steps,
@@ -113,7 +126,7 @@ def _asm_class_defaults() -> dict[str, Any]:
 # ASM options that the cells began to pin after records had been written without them: such a record
 # ran with the class's default. Only these are filled in: elsewhere a missing option means
 # ``ASM_DEFAULTS`` (``asml train``), not the class's default.
-PINNED_LATER = ("analyzer_every",)
+PINNED_LATER = ("analyzer_every", "analyzer_stride")
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from study.cells import RELEASED_ASM, THREE, Cell
+from study.cells import RELEASED_ASM as SEGMENTATION_RELEASED_ASM
+from study.cells import THREE, Cell
 from study.report import _fmt, _mean_std
 from study.runs import _record_matches, record_path
 
@@ -35,6 +36,8 @@ LABELS = {"mean_angle": "mean", "median_angle": "median", **{f"within_{t}": f"<=
           "delta1": "δ<1.25", "delta2": "δ<1.25²", "delta3": "δ<1.25³"}  # fmt: skip
 LOWER_IS_BETTER = ("mean_angle", "median_angle", "abs_rel", "sq_rel", "rmse", "rmse_log")
 PERCENT = ("within", "delta")  # score prefixes reported in %
+# The released setting without what only label maps have (the analyzer's coarse input grid).
+RELEASED_ASM = {key: value for key, value in SEGMENTATION_RELEASED_ASM.items() if key != "analyzer_stride"}
 CONV1_9 = [f"conv{i}" for i in range(1, 10)]
 CONV1_9_EVERY2 = {**RELEASED_ASM, "matched_layers": CONV1_9, "analyzer_every": 2}
 REFERENCE = "iid"  # what every other cell is compared with in pairs (and the best IID, below)

@@ -242,6 +242,7 @@ def build_report(out_dir: Path, losses: Sequence[str], seeds: Sequence[int], tit
     from asml.engine.data import build_data
     from asml.engine.trainer import load_model_from_checkpoint
     from asml.losses import build_loss
+    from asml.models import canonical_architecture
     from asml.viz import report
 
     results = aggregate(out_dir, losses, seeds)
@@ -275,7 +276,12 @@ def build_report(out_dir: Path, losses: Sequence[str], seeds: Sequence[int], tit
         loss = asm_losses[0]
         model, run_config, class_names = models[loss]
         state = load_checkpoint(_checkpoint_file(out_dir, loss, seed))
-        loss_fn = build_loss(loss, len(class_names), asm_options=run_config.loss.asm)
+        loss_fn = build_loss(
+            loss,
+            len(class_names),
+            asm_options=run_config.loss.asm,
+            segmenter=canonical_architecture(run_config.model.name),
+        )
         loss_fn.load_state_dict(state["loss"])
         asm = loss_fn.asm
         assert isinstance(asm, AdversarialStructureMatching)

@@ -32,6 +32,7 @@ from asml.metrics.regression import (
     format_normals_table,
     regression_to_json,
 )
+from asml.models import canonical_architecture
 from asml.viz.dense import depth_to_rgb, error_to_rgb, normals_to_rgb
 from asml.viz.preview import label_colormap
 
@@ -145,6 +146,7 @@ class SegmentationTask(Task):
             ce_weight=config.loss.ce_weight,
             gan_weight=config.loss.gan_weight,
             gan_lr=config.loss.gan_lr,
+            segmenter=canonical_architecture(config.model.name),
         )
 
     def aux_loss(self, output: Tensor, target: Tensor) -> Tensor:

@@ -7,7 +7,16 @@ in training mode and keep it, its optimizer and schedule in their ``state_dict``
 """
 
 from asml.losses.regression import REGRESSION_ASM_DEFAULTS, REGRESSION_LOSS_NAMES, build_regression_loss
-from asml.losses.strategies import ALL_LAYERS_ASM, ASM_DEFAULTS, LOSS_NAMES, RELEASED_ASM, SegmentationLoss, build_loss
+from asml.losses.strategies import (
+    ALL_LAYERS_ASM,
+    ASM_DEFAULTS,
+    LOSS_NAMES,
+    RELEASED_ASM,
+    SEGMENTER_ASM_DEFAULTS,
+    SegmentationLoss,
+    asm_defaults,
+    build_loss,
+)
 
 __all__ = [
     "ALL_LAYERS_ASM",
@@ -16,7 +25,9 @@ __all__ = [
     "REGRESSION_ASM_DEFAULTS",
     "REGRESSION_LOSS_NAMES",
     "RELEASED_ASM",
+    "SEGMENTER_ASM_DEFAULTS",
     "SegmentationLoss",
+    "asm_defaults",
     "build_loss",
     "build_regression_loss",
 ]

@@ -19,8 +19,10 @@ __all__ = [
     "ASM_DEFAULTS",
     "LOSS_NAMES",
     "RELEASED_ASM",
+    "SEGMENTER_ASM_DEFAULTS",
     "ConditionalGANLoss",
     "SegmentationLoss",
+    "asm_defaults",
     "build_loss",
 ]
 
@@ -40,15 +42,38 @@ LOSS_NAMES = ("ce", "asm", "asm+ce", "gan", "lovasz", "lovasz+ce", "dice", "dice
 # (docs/speed/README.md); on paired seeds it scored within the seed spread of updating on every
 # step (released layers: brain U-Net -0.6 +- 0.6 mIoU, +0.2 +- 1.4 BF; PSPNet -0.2 +- 0.7, -0.0 +- 1.3;
 # nine layers at 64 px: horses -0.3 +- 1.1, riders -0.3 +- 0.1). Every fourth step cost BF at 64 px.
-# ``analyzer_stride`` stays 1: at 2 it brings PSPNet within 1.3x of CE and was level on brain and nuclei,
-# but lower on every seed on knights (-1.5 +- 1.1 mIoU, -1.6 +- 0.6 BF, 3 seeds), where thin parts are.
+# ``analyzer_stride`` stays 1 (full resolution) in general: at 2 it was level on brain and nuclei but
+# lower on every seed on knights with U-Net (-1.5 +- 1.1 mIoU, -1.6 +- 0.6 BF, 3 seeds), where thin parts are.
+# PSPNet is the exception (``SEGMENTER_ASM_DEFAULTS``).
 # Against CE at its best lr the default is level at best on real data (docs/real/README.md).
 # The class ``AdversarialStructureMatching`` keeps the released values as its own defaults:
 # ``RELEASED_ASM`` (or the class alone) reproduces the released method, updates on every step included.
 ASM_DEFAULTS: dict[str, Any] = {"matched_layers": ("conv1", "conv2"), "analyzer_every": 2}
+# Changes to ``ASM_DEFAULTS`` for a segmenter family (``asml.models`` names), which ``asml train``,
+# ``compare`` and ``demo`` apply by ``model.name``. PSPNet predicts at 1/8 of the input and upsamples 8x,
+# so the analyzer reading 2x2 cell means loses little of its prediction, and it takes the step from
+# 1.31-1.56x to 1.07-1.30x CE (docs/speed/README.md). On paired seeds against the default at full
+# resolution it was level on both sets it was trained on, 9 pairs: brain +0.1 +- 2.1 mIoU, +0.3 +- 1.8 BF;
+# knights at CE's best lr -0.2 +- 0.2, +0.5 +- 0.6, at 0.03 -0.1 +- 2.1, -0.1 +- 0.8 (docs/real/README.md);
+# its thin lance lost 2.7 IoU at CE's best lr (every seed), level at 0.03. U-Net keeps full resolution.
+SEGMENTER_ASM_DEFAULTS: dict[str, dict[str, Any]] = {"pspnet": {"analyzer_stride": 2}}
 # The 64 px ablation's choice, kept as a named setting: all nine layers matched, every second step.
 ALL_LAYERS_ASM: dict[str, Any] = {"matched_layers": tuple(f"conv{i}" for i in range(1, 10)), "analyzer_every": 2}
-RELEASED_ASM: dict[str, Any] = {"matched_layers": ("conv1", "conv2"), "adversarial_weight": 0.012, "analyzer_every": 1}
+# The released setting, written out in full, so that it stays the released one on every segmenter
+# (``SEGMENTER_ASM_DEFAULTS`` changes nothing it sets): label maps at full resolution, every step.
+RELEASED_ASM: dict[str, Any] = {
+    "matched_layers": ("conv1", "conv2"),
+    "adversarial_weight": 0.012,
+    "analyzer_every": 1,
+    "analyzer_stride": 1,
+}
+
+
+def asm_defaults(segmenter: str | None = None) -> dict[str, Any]:
+    """The ASM options a loss takes unless its caller sets them: ``ASM_DEFAULTS`` with the changes
+    of ``SEGMENTER_ASM_DEFAULTS`` for ``segmenter`` (an ``asml.models`` architecture, e.g.
+    ``"pspnet"``; None or another family: ``ASM_DEFAULTS`` alone)."""
+    return {**ASM_DEFAULTS, **SEGMENTER_ASM_DEFAULTS.get(segmenter or "", {})}
 
 
 class SegmentationLoss(nn.Module):
@@ -223,6 +248,7 @@ def build_loss(
     ce_weight: float = 1.0,
     gan_weight: float = 0.01,
     gan_lr: float = 2e-4,
+    segmenter: str | None = None,
 ) -> SegmentationLoss:
     """A loss by name (``LOSS_NAMES``).
 
@@ -233,16 +259,18 @@ def build_loss(
         total_steps: training length, for ASM's schedules.
         image_channels: channels of the images (the GAN discriminator reads them).
         asm_options: keyword arguments of ``AdversarialStructureMatching``; those not given take
-            ``ASM_DEFAULTS``, then the class's (released) defaults.
+            ``asm_defaults(segmenter)``, then the class's (released) defaults.
         ce_weight: weight of the CE term in the ``+ce`` variants.
         gan_weight, gan_lr: the GAN baseline's weight and discriminator learning rate (Adam).
+        segmenter: the segmenter's architecture (``asml.models.canonical_architecture``), for the
+            defaults of its family; None: the defaults for any segmenter.
     """
     if name not in LOSS_NAMES:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
     if name == "ce":
         return CrossEntropyLoss(ignore_index)
     if name in ("asm", "asm+ce"):
-        options = {**ASM_DEFAULTS, **(asm_options or {})}
+        options = {**asm_defaults(segmenter), **(asm_options or {})}
         options.setdefault("ce_weight", ce_weight if name == "asm+ce" else 0.0)
         return ASMLoss(
             AdversarialStructureMatching(num_classes, ignore_index=ignore_index, total_steps=total_steps, **options)

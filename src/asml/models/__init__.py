@@ -12,6 +12,12 @@ The returned ``SegmentationModel`` takes images of any size: it pads them to the
 encoder needs and crops the logits back, so the output is ``[B, C, H, W]`` at the input size.
 """
 
-from asml.models.builder import ARCHITECTURES, SegmentationModel, available_architectures, build
+from asml.models.builder import (
+    ARCHITECTURES,
+    SegmentationModel,
+    available_architectures,
+    build,
+    canonical_architecture,
+)
 
-__all__ = ["ARCHITECTURES", "SegmentationModel", "available_architectures", "build"]
+__all__ = ["ARCHITECTURES", "SegmentationModel", "available_architectures", "build", "canonical_architecture"]

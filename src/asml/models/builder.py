@@ -48,6 +48,12 @@ def available_architectures() -> list[str]:
     return sorted([*ARCHITECTURES, *ALIASES])
 
 
+def canonical_architecture(name: str) -> str:
+    """The architecture an accepted name stands for (``"PSP"`` -> ``"pspnet"``); unknown names are
+    returned lower-cased (``build`` is where they are refused)."""
+    return ALIASES.get(name.lower(), name.lower())
+
+
 class SegmentationModel(nn.Module):
     """A zoo model with one interface: ``forward(images [B, in, H, W]) -> logits [B, C, H, W]``.
 
@@ -129,7 +135,7 @@ def build(
         ValueError: unknown name or encoder, a weights file whose keys or shapes do not match
             (listing them), or a missing weights file.
     """
-    canonical = ALIASES.get(name.lower(), name.lower())
+    canonical = canonical_architecture(name)
     if canonical not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(available_architectures())}")
     if num_classes < 1 or in_channels < 1:
