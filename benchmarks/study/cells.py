@@ -79,6 +79,16 @@ BASES: dict[str, dict[str, Any]] = {
         }
         for name in ("pspnet", "deeplabv3plus", "fcn")
     },
+    # The same scans at 256 px, about their native resolution (1 mm; a slice is 217 x 181 voxels, so
+    # 128 px halves it): does what holds at 128 px hold at the size the scan was taken at?
+    "brain/unet-r18/256px": {
+        "folder": "brain-256px",
+        "build": ["brain", "--size", "256"],  # benchmarks/real_data.py's arguments for this folder
+        "model": {"name": "unet", "encoder": "resnet18"},
+        "steps": SHORT,
+        "size": 256,
+        "data": {"flip": False},
+    },
     # Figure-ground on real microscopy: nuclei tiles (top half trains, bottom half validates), flips kept.
     "nuclei/unet-r18": {
         "folder": "nuclei",
