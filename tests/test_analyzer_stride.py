@@ -164,6 +164,9 @@ def test_averaging_before_the_layout_copy_is_exactly_the_channels_last_path(
     import asml.core.matching as matching
     from asml.core.label_maps import class_probabilities
 
+    def always_channels_last(logits: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
+        return class_probabilities(logits)  # the layout copy at full size, as before the change
+
     masks = random_blob_masks(2, size, num_classes=num_classes, seed=6)
     masks[:, :3] = 255
     torch.manual_seed(3)
@@ -173,11 +176,8 @@ def test_averaging_before_the_layout_copy_is_exactly_the_channels_last_path(
     for _ in range(3):  # an update step, a step without one, an update step
         logits = torch.randn(2, num_classes, size, size, generator=generator)
         results = []
-        for module, copies_at_full_size in ((rearranged, False), (full_size_copy, True)):
-            if copies_at_full_size:
-                monkeypatch.setattr(matching, "class_probabilities", lambda x, channels_last=True: class_probabilities(x))
-            else:
-                monkeypatch.setattr(matching, "class_probabilities", class_probabilities)
+        for module, probabilities in ((rearranged, class_probabilities), (full_size_copy, always_channels_last)):
+            monkeypatch.setattr(matching, "class_probabilities", probabilities)
             leaf = logits.clone().requires_grad_(True)
             loss = module(leaf, masks)
             loss.backward()
