@@ -25,7 +25,8 @@ bottom half's 8 validate, nuclei cut by the line between them are void.
 **brain**: 10 classes (outside brain, white matter and other, and 8 lobes of the AAL atlas) on 128 px
 sagittal slices of the Colin 27 T1 MRI; trained on the left hemisphere's 63 slices, validated on the
 right hemisphere's 62 (the midline in neither). Lobes co-occur by anatomy and their grey matter looks
-alike, so which lobe a pixel is in is a matter of context.
+alike, so which lobe a pixel is in is a matter of context. `brain/unet-r18/256px` is the same set built
+at 256 px (`real_data.py brain --size 256`), about the scan's native 1 mm (a slice is 217 x 181 voxels).
 
 **knights** (generated, `asml.data.builtin`, 64 px): background, horse, rider, lance; the rider is cut
 from another patch of the horse's own picture (rider and horse look alike), the lance is thin, and the
@@ -40,7 +41,8 @@ size, flips except for brain (a flipped slice would put the frontal lobe behind)
 is the same initialisation and data order in every cell).
 
 Names: "released" is conv1-2 matched with the analyzer updated on every step (the authors' setting);
-"released every2" updates it on every second step, **the library's default since this study**;
+"released every2" updates it on every second step, **the library's default since this study**
+(for PSPNet with "stride2" as well: the analyzer reads 2x2 cell means, `asml.losses.asm_defaults`);
 "default" is conv1-9 every 2, the library's default when the study began (the 64 px ablation's
 choice), kept as the cells' name so that their records stay theirs.
 """

@@ -214,8 +214,9 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         scalars: dict[str, Tensor] = {}
         if self.training_call():
             if self.update_due():
-                # The hard negative is the argmax of the probabilities (= of the logits): they are laid
-                # out class-last, where the reduction is several times faster than over NCHW logits.
+                # The hard negative is the argmax of the probabilities (= of the logits). At full
+                # resolution they are laid out class-last, where the reduction is several times faster
+                # than over NCHW logits; on a coarse grid they are not (the copy would cost more).
                 predicted = probabilities.detach().max(dim=1).indices
                 self._latest_update = self._update_analyzer(target, truth, predicted, ignored, grid)
             self.advance_schedule()
