@@ -152,38 +152,3 @@ def test_soft_reconstruction_of_one_hot_shares_is_the_hard_cross_entropy() -> No
 def test_a_bad_stride_is_named_in_the_error(stride: object) -> None:
     with pytest.raises(ValueError, match="analyzer_stride"):
         AdversarialStructureMatching(3, analyzer_stride=stride)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(("num_classes", "size"), [(21, 33), (2, 32)])
-def test_averaging_before_the_layout_copy_is_exactly_the_channels_last_path(
-    num_classes: int, size: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """At stride 2 the probabilities are averaged in the logits' layout and copied to channels-last
-    at the grid's size (issue 13): a re-arrangement, so the losses, the logits' gradients and the
-    analyzer's weights after its updates must equal, bit for bit, the path that copies at full size."""
-    import asml.core.matching as matching
-    from asml.core.label_maps import class_probabilities
-
-    def always_channels_last(logits: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
-        return class_probabilities(logits)  # the layout copy at full size, as before the change
-
-    masks = random_blob_masks(2, size, num_classes=num_classes, seed=6)
-    masks[:, :3] = 255
-    torch.manual_seed(3)
-    rearranged = AdversarialStructureMatching(num_classes, ce_weight=1.0, analyzer_stride=2, analyzer_every=2)
-    full_size_copy = copy.deepcopy(rearranged)
-    generator = torch.Generator().manual_seed(7)
-    for _ in range(3):  # an update step, a step without one, an update step
-        logits = torch.randn(2, num_classes, size, size, generator=generator)
-        results = []
-        for module, probabilities in ((rearranged, class_probabilities), (full_size_copy, always_channels_last)):
-            monkeypatch.setattr(matching, "class_probabilities", probabilities)
-            leaf = logits.clone().requires_grad_(True)
-            loss = module(leaf, masks)
-            loss.backward()
-            results.append((loss.detach(), leaf.grad))
-        (loss_a, grad_a), (loss_b, grad_b) = results
-        assert torch.equal(loss_a, loss_b)
-        assert grad_a is not None and grad_b is not None and torch.equal(grad_a, grad_b)
-    for a, b in zip(rearranged.analyzer.parameters(), full_size_copy.analyzer.parameters(), strict=True):
-        assert torch.equal(a, b)

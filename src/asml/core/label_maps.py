@@ -90,18 +90,16 @@ def one_hot_target(
     return one_hot.permute(0, 3, 1, 2)
 
 
-def class_probabilities(logits: Tensor, channels_last: bool = True) -> Tensor:
+def class_probabilities(logits: Tensor) -> Tensor:
     """Per-class probabilities ``[B, C, H, W]`` float32 (softmax; ``[1 - p, p]`` for 1-channel logits).
 
     Computed in float32 even under autocast. Ignored pixels are not zeroed here: the analyzer
     zeroes its input there, which is what keeps an ignored pixel's logits out of every feature.
-    ``channels_last=False`` keeps the logits' own layout, for maps averaged to a coarser grid before
-    the analyzer reads them (the copy is then made at the grid's size, a quarter or less).
     """
     # Softmax in the logits' own layout, then one copy to the analyzer's channels-last layout:
     # for 2 classes this is 15x faster than a softmax over a permuted (strided) view.
     probabilities = torch.softmax(as_class_logits(logits).to(loss_dtype(logits)), dim=1)
-    return probabilities.contiguous(memory_format=torch.channels_last) if channels_last else probabilities
+    return probabilities.contiguous(memory_format=torch.channels_last)
 
 
 def as_class_logits(logits: Tensor) -> Tensor:

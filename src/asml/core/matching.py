@@ -206,17 +206,15 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         ignored = ignored_pixels(target, self.ignore_index)
         logits = self._without_ignored(logits, ignored)
         ground_truth = one_hot_target(target, self.num_classes, ignored, self._map_dtype(logits))
+        probabilities = class_probabilities(logits).to(ground_truth.dtype)
         grid = self._grid(ignored, ground_truth.dtype)
-        # On a coarse grid the probabilities are averaged before the analyzer's layout copy.
-        probabilities = class_probabilities(logits, channels_last=grid is None).to(ground_truth.dtype)
         # The ground truth at the analyzer's input size, averaged once for the update and the loss.
         truth, truth_ignored = self._at_analyzer_size(ground_truth, ignored, grid)
         scalars: dict[str, Tensor] = {}
         if self.training_call():
             if self.update_due():
-                # The hard negative is the argmax of the probabilities (= of the logits). At full
-                # resolution they are laid out class-last, where the reduction is several times faster
-                # than over NCHW logits; on a coarse grid they are not (the copy would cost more).
+                # The hard negative is the argmax of the probabilities (= of the logits): they are laid
+                # out class-last, where the reduction is several times faster than over NCHW logits.
                 predicted = probabilities.detach().max(dim=1).indices
                 self._latest_update = self._update_analyzer(target, truth, predicted, ignored, grid)
             self.advance_schedule()
@@ -234,8 +232,8 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         ignored = ignored_pixels(target, self.ignore_index)
         logits = self._without_ignored(logits, ignored)
         ground_truth = one_hot_target(target, self.num_classes, ignored, self._map_dtype(logits))
+        probabilities = class_probabilities(logits).to(ground_truth.dtype)
         grid = self._grid(ignored, ground_truth.dtype)
-        probabilities = class_probabilities(logits, channels_last=grid is None).to(ground_truth.dtype)
         truth, truth_ignored = self._at_analyzer_size(ground_truth, ignored, grid)
         prediction, _ = self._at_analyzer_size(probabilities, ignored, grid)
         prediction_out, target_out = self._matching_passes(prediction, truth, truth_ignored)
