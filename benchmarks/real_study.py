@@ -20,12 +20,29 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the study package next to this script
 import real_data
 import study.runs
-from study.cells import BASES
+from study.cells import BASES, Cell
 from study.real import REAL_CELLS
 from study.real_report import report
 from study.runs import parse_study_arguments, run_missing, study_parser
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def set_builds(cells: list[Cell]) -> dict[str, tuple[str, ...]]:
+    """Each folder the cells read -> real_data.py's arguments that build it (its base's ``build``, by
+    default the folder's name); refuses two bases that would build one folder two ways."""
+    builds: dict[str, tuple[str, ...]] = {}
+    for cell in cells:
+        base = BASES[cell.base]
+        if "folder" not in base:
+            continue
+        arguments = tuple(base.get("build", [base["folder"]]))
+        if builds.setdefault(base["folder"], arguments) != arguments:
+            raise SystemExit(
+                f"[real] base {cell.base!r} builds folder {base['folder']!r} with {list(arguments)}, another "
+                f"base with {list(builds[base['folder']])}: give one of them its own folder in study/cells.py"
+            )
+    return builds
 
 
 def ensure_sets(data: Path, builds: dict[str, tuple[str, ...]]) -> None:
@@ -49,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds is not None:
         cells = [replace(cell, seeds=tuple(args.seeds)) for cell in cells]
     if not args.report_only:
-        bases_on_disk = [BASES[cell.base] for cell in cells if "folder" in BASES[cell.base]]
-        ensure_sets(args.data, {base["folder"]: tuple(base.get("build", [base["folder"]])) for base in bases_on_disk})
+        ensure_sets(args.data, set_builds(cells))
         run_missing(args.out, args.docs, cells, args.jobs, args.threads, args.steps)
     # The report covers every cell at its declared seeds, whatever this call trained (--only, --seeds):
     # a partial call must not rewrite docs/ with a part of the study.

@@ -92,3 +92,19 @@ def test_a_partial_call_reports_every_cell_with_records_not_only_the_bases_it_ra
     assert results[other.key()]["mIoU"]["mean"] == pytest.approx(60.0)
     assert results[other.key()]["missing_seeds"] == [seed for seed in other.seeds if seed != 0]
     assert results[brain.key()]["seeds"] == [0]
+
+
+def test_each_set_is_built_with_its_bases_arguments_and_two_ways_of_one_folder_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    study = load_benchmark("real_study", monkeypatch)
+    from study.cells import BASES, Cell
+
+    builds = study.set_builds(study.REAL_CELLS)
+    assert builds["brain"] == ("brain",)
+    assert builds["brain-256px"] == ("brain", "--size", "256")
+    assert builds["nuclei"] == ("nuclei",)
+    assert "knights" not in builds  # built in memory (asml.data.builtin), not on disk
+    monkeypatch.setitem(BASES, "brain/clash", {**BASES[BASE], "build": ["brain", "--size", "64"]})
+    with pytest.raises(SystemExit, match=r"brain/clash.*'brain'.*--size"):
+        study.set_builds([Cell("ce", "baseline lr", BASE, "ce"), Cell("ce", "baseline lr", "brain/clash", "ce")])
