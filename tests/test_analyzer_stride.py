@@ -152,3 +152,59 @@ def test_soft_reconstruction_of_one_hot_shares_is_the_hard_cross_entropy() -> No
 def test_a_bad_stride_is_named_in_the_error(stride: object) -> None:
     with pytest.raises(ValueError, match="analyzer_stride"):
         AdversarialStructureMatching(3, analyzer_stride=stride)  # type: ignore[arg-type]
+
+
+def full_size_one_hot(labels: torch.Tensor, num_classes: int, ignored: torch.Tensor | None) -> torch.Tensor:
+    """The one-hot map at full size, zero at ignored pixels, built with ``F.one_hot``."""
+    safe = labels if ignored is None else labels.masked_fill(ignored, 0)
+    maps = torch.nn.functional.one_hot(safe, num_classes).permute(0, 3, 1, 2).float()
+    return maps if ignored is None else maps * (~ignored).unsqueeze(1)
+
+
+@pytest.mark.parametrize(("size", "stride"), [(16, 2), (17, 2), (15, 3), (18, 4)])
+@pytest.mark.parametrize("with_ignored", [False, True])
+def test_one_hot_shares_equal_the_cell_means_of_the_full_size_one_hot_map_bit_for_bit(
+    size: int, stride: int, with_ignored: bool
+) -> None:
+    generator = torch.Generator().manual_seed(size * stride)
+    labels = torch.randint(0, 5, (2, size, size + 1), generator=generator)
+    ignored = torch.rand(2, size, size + 1, generator=generator) < 0.3 if with_ignored else None
+    if ignored is not None:
+        ignored[1, :stride, :stride] = True  # a whole cell without a valid pixel
+        labels[ignored] = 255
+    grid = CoarseGrid.for_mask(ignored, stride)
+    shares = grid.one_hot_shares(labels, 5, ignored)
+    full = full_size_one_hot(labels, 5, ignored)
+    assert torch.equal(shares, grid.average(full))  # the path it replaces, bit for bit
+    assert shares.is_contiguous(memory_format=torch.channels_last)
+    no_mask = torch.zeros_like(labels, dtype=torch.bool) if ignored is None else ignored
+    torch.testing.assert_close(shares.double(), brute_force_cell_means(full, no_mask, stride), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("with_ignored", [False, True])
+def test_counting_the_shares_per_cell_trains_exactly_as_averaging_the_full_size_maps(with_ignored: bool) -> None:
+    """Four training calls (two analyzer updates) of the default PSPNet setting: loss, logits'
+    gradient and analyzer equal to the old path (full-size one-hot maps, then their cell means)."""
+
+    def old_path(self, labels, ignored, grid, dtype):  # type: ignore[no-untyped-def]
+        maps = full_size_one_hot(labels, self.num_classes, ignored).to(dtype)
+        return (maps, ignored) if grid is None else (grid.average(maps), grid.ignored)
+
+    torch.manual_seed(0)
+    counted = AdversarialStructureMatching(4, ce_weight=1.0, analyzer_every=2, analyzer_stride=2, total_steps=10)
+    averaged = copy.deepcopy(counted)
+    averaged._one_hot_at_analyzer_size = old_path.__get__(averaged)  # type: ignore[method-assign]
+    for call in range(4):
+        masks = random_blob_masks(2, 33, num_classes=4, seed=call)
+        if with_ignored:
+            masks[:, :3] = 255
+        logits = torch.randn(2, 4, 33, 33, generator=torch.Generator().manual_seed(call))
+        first, second = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+        loss, expected = counted(first, masks), averaged(second, masks)
+        assert torch.equal(loss, expected)
+        loss.backward()
+        expected.backward()
+        assert first.grad is not None and second.grad is not None
+        assert torch.equal(first.grad, second.grad)
+        for p, q in zip(counted.analyzer.parameters(), averaged.analyzer.parameters(), strict=True):
+            assert torch.equal(p, q)

@@ -205,11 +205,11 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         self.sync_analyzer_once()
         ignored = ignored_pixels(target, self.ignore_index)
         logits = self._without_ignored(logits, ignored)
-        ground_truth = one_hot_target(target, self.num_classes, ignored, self._map_dtype(logits))
-        probabilities = class_probabilities(logits).to(ground_truth.dtype)
-        grid = self._grid(ignored, ground_truth.dtype)
-        # The ground truth at the analyzer's input size, averaged once for the update and the loss.
-        truth, truth_ignored = self._at_analyzer_size(ground_truth, ignored, grid)
+        map_dtype = self._map_dtype(logits)
+        probabilities = class_probabilities(logits).to(map_dtype)
+        grid = self._grid(ignored, map_dtype)
+        # The ground truth at the analyzer's input size, built once for the update and the loss.
+        truth, truth_ignored = self._one_hot_at_analyzer_size(target, ignored, grid, map_dtype)
         scalars: dict[str, Tensor] = {}
         if self.training_call():
             if self.update_due():
@@ -231,10 +231,10 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         target = validate_logits_and_target(logits, target, self.num_classes, self.ignore_index)
         ignored = ignored_pixels(target, self.ignore_index)
         logits = self._without_ignored(logits, ignored)
-        ground_truth = one_hot_target(target, self.num_classes, ignored, self._map_dtype(logits))
-        probabilities = class_probabilities(logits).to(ground_truth.dtype)
-        grid = self._grid(ignored, ground_truth.dtype)
-        truth, truth_ignored = self._at_analyzer_size(ground_truth, ignored, grid)
+        map_dtype = self._map_dtype(logits)
+        probabilities = class_probabilities(logits).to(map_dtype)
+        grid = self._grid(ignored, map_dtype)
+        truth, truth_ignored = self._one_hot_at_analyzer_size(target, ignored, grid, map_dtype)
         prediction, _ = self._at_analyzer_size(probabilities, ignored, grid)
         prediction_out, target_out = self._matching_passes(prediction, truth, truth_ignored)
         maps = {}
@@ -263,6 +263,16 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         at full resolution, cell means on a coarse grid)."""
         return (maps, ignored) if grid is None else (grid.average(maps), grid.ignored)
 
+    def _one_hot_at_analyzer_size(
+        self, labels: Tensor, ignored: Tensor | None, grid: CoarseGrid | None, dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor | None]:
+        """One-hot maps of ``[B, H, W]`` labels at the analyzer's input size, with its ignore mask:
+        ``[B, C, H, W]`` at full resolution, the cells' class shares ``[B, C, h, w]`` on a coarse grid
+        (counted per cell, never built at full size)."""
+        if grid is None:
+            return one_hot_target(labels, self.num_classes, ignored, dtype), ignored
+        return grid.one_hot_shares(labels, self.num_classes, ignored, dtype), grid.ignored
+
     def _map_dtype(self, logits: Tensor) -> torch.dtype:
         """The analyzer's dtype for its input maps: float64 only for a float64 analyzer (gradcheck)."""
         analyzer_dtype = next(self.analyzer.parameters()).dtype
@@ -286,14 +296,13 @@ class AdversarialStructureMatching(AnalyzerAdversary):
             ``[B, H, W]`` the segmenter's argmax; ignored: ``[B, H, W]`` bool or None; grid: the
             coarse grid the analyzer reads the maps on (None: full resolution).
         """
-        negative = one_hot_target(predicted, self.num_classes, ignored, ground_truth.dtype)
         wrong = predicted != target
         if ignored is not None:
             wrong = wrong & ~ignored
         # Counted on the device: no host synchronisation in the training step.
         valid_pixels = (~ignored).sum() if ignored is not None else torch.full((), target.numel(), device=target.device)
         error_share = (wrong.sum() / valid_pixels.clamp_min(1)).detach()
-        negative, analyzer_ignored = self._at_analyzer_size(negative, ignored, grid)
+        negative, analyzer_ignored = self._one_hot_at_analyzer_size(predicted, ignored, grid, ground_truth.dtype)
         if grid is not None:
             wrong = grid.any(wrong)
         # Two passes rather than one on the concatenated batch: the negatives stop at the deepest
