@@ -35,6 +35,7 @@ from asml.core.adversary import (
     check_common_options,
 )
 from asml.core.analyzer import RELEASED_WIDTHS, AnalyzerOutput, StructureAnalyzer
+from asml.core.cell_softmax import softmax_cell_means
 from asml.core.label_maps import (
     CoarseGrid,
     as_class_logits,
@@ -206,20 +207,24 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         ignored = ignored_pixels(target, self.ignore_index)
         logits = self._without_ignored(logits, ignored)
         map_dtype = self._map_dtype(logits)
-        probabilities = class_probabilities(logits).to(map_dtype)
         grid = self._grid(ignored, map_dtype)
+        prediction, cross_entropy = self._prediction_and_cross_entropy(logits, target, ignored, grid)
+        prediction = prediction.to(map_dtype)
         # The ground truth at the analyzer's input size, built once for the update and the loss.
         truth, truth_ignored = self._one_hot_at_analyzer_size(target, ignored, grid, map_dtype)
         scalars: dict[str, Tensor] = {}
         if self.training_call():
             if self.update_due():
-                # The hard negative is the argmax of the probabilities (= of the logits): they are laid
-                # out class-last, where the reduction is several times faster than over NCHW logits.
-                predicted = probabilities.detach().max(dim=1).indices
+                # The hard negative is the argmax of the probabilities (= of the logits). At full
+                # resolution they are laid out class-last, where the reduction is several times
+                # faster than over NCHW logits; on a coarse grid there are only NCHW logits, whose
+                # max (unlike argmax) is as fast as the class-last one.
+                source = prediction if grid is None else as_class_logits(logits)
+                predicted = source.detach().max(dim=1).indices
                 self._latest_update = self._update_analyzer(target, truth, predicted, ignored, grid)
             self.advance_schedule()
             scalars.update(self._latest_update)
-        loss = self._segmenter_loss(logits, probabilities, target, truth, truth_ignored, grid, scalars)
+        loss = self._segmenter_loss(prediction, cross_entropy, truth, truth_ignored, scalars)
         scalars["loss"] = loss.detach()
         self.latest = scalars
         return loss
@@ -357,27 +362,45 @@ class AdversarialStructureMatching(AnalyzerAdversary):
             torch.stack(list(over_errors.values())).sum().detach(),
         )
 
+    def _prediction_and_cross_entropy(
+        self, logits: Tensor, target: Tensor, ignored: Tensor | None, grid: CoarseGrid | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The segmenter's probabilities at the analyzer's input size (``[B, C, H, W]`` at full
+        resolution, the cell means ``[B, C, h, w]`` on a coarse grid; channels-last, float32 or
+        float64), and its CE term (a scalar; None when ``ce_weight`` is 0).
+
+        Full resolution: softmax, one copy to channels-last and the CE of the logits, op by op. On a
+        coarse grid: the cell means of the softmax and the CE from one fused pass
+        (``asml.core.cell_softmax``), about a third of the full-size memory traffic.
+        """
+        with_ce = self.ce_weight > 0
+        if grid is None:
+            probabilities = class_probabilities(logits)
+            cross_entropy = (
+                cross_entropy_over_valid(as_class_logits(logits), target, self.ignore_index) if with_ce else None
+            )
+            return probabilities, cross_entropy
+        class_logits = as_class_logits(logits).to(loss_dtype(logits))
+        means, cross_entropy = softmax_cell_means(class_logits, target, grid.valid, grid.share, grid.stride, with_ce)
+        return means, cross_entropy
+
     def _segmenter_loss(
         self,
-        logits: Tensor,
-        probabilities: Tensor,
-        target: Tensor,
+        prediction: Tensor,
+        cross_entropy: Tensor | None,
         ground_truth: Tensor,
         ignored: Tensor | None,
-        grid: CoarseGrid | None,
         scalars: dict[str, Tensor],
     ) -> Tensor:
         """``matching_weight * L_S (+ ce_weight * CE)`` with the analyzer's parameters detached;
-        ``ground_truth`` and ``ignored`` are at the analyzer's input size, ``probabilities`` full size."""
-        prediction = probabilities if grid is None else grid.average(probabilities)
+        ``prediction``, ``ground_truth`` and ``ignored`` are at the analyzer's input size."""
         prediction_out, target_out = self._matching_passes(prediction, ground_truth, ignored)
         distances = layer_matching_distances(prediction_out.features, target_out.features, prediction_out.valid)
         matching = torch.stack(list(distances.values())).sum()
         loss = self.matching_weight * matching
         scalars.update({f"matching/{name}": value.detach() for name, value in distances.items()})
         scalars["matching"] = matching.detach()
-        if self.ce_weight > 0:
-            cross_entropy = cross_entropy_over_valid(as_class_logits(logits), target, self.ignore_index)
+        if cross_entropy is not None:
             loss = loss + self.ce_weight * cross_entropy
             scalars["ce"] = cross_entropy.detach()
         return loss
