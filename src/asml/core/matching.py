@@ -106,6 +106,10 @@ class AdversarialStructureMatching(AnalyzerAdversary):
             ignored, and the reconstruction is scored against the cells' class shares (soft
             cross-entropy). 1 (released, default): full resolution. 2 does a quarter of the
             analyzer's work; it changes the training signal (what it costs is in docs/speed).
+        fused_softmax: with ``analyzer_stride`` > 1, compute the cell means of the softmax and the CE
+            term in one fused pass (``asml.core.cell_softmax``; the default): the same quantities
+            to float32 rounding with about a third of the full-size memory traffic. False: op by op
+            (softmax, its cell means, CE of the logits), as before; no effect at full resolution.
 
     Example (one training step; see the README for the whole loop):
         >>> asm = AdversarialStructureMatching(num_classes=3, total_steps=1000)
@@ -140,6 +144,7 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         analyzer_every: int = 1,
         analyzer_precision: Literal["float32", "bfloat16"] = "float32",
         analyzer_stride: int = 1,
+        fused_softmax: bool = True,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -164,6 +169,8 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         check_cadence_and_precision(analyzer_every, analyzer_precision)
         if isinstance(analyzer_stride, bool) or not isinstance(analyzer_stride, int) or analyzer_stride < 1:
             raise ValueError(f"analyzer_stride must be a whole number of pixels >= 1, got {analyzer_stride!r}")
+        if not isinstance(fused_softmax, bool):
+            raise ValueError(f"fused_softmax must be true or false, got {fused_softmax!r}")
 
         analyzer = analyzer if analyzer is not None else StructureAnalyzer(num_classes, analyzer_widths)
         if analyzer.in_channels != (num_classes,):
@@ -173,6 +180,7 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         self.hinge_pixels = hinge_pixels
         self.ce_weight = ce_weight
         self.analyzer_stride = analyzer_stride
+        self.fused_softmax = fused_softmax
         self.setup_adversary(
             analyzer,
             matched_layers=layers,
@@ -208,19 +216,19 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         logits = self._without_ignored(logits, ignored)
         map_dtype = self._map_dtype(logits)
         grid = self._grid(ignored, map_dtype)
-        prediction, cross_entropy = self._prediction_and_cross_entropy(logits, target, ignored, grid)
+        prediction, cross_entropy, probabilities = self._prediction_and_cross_entropy(logits, target, ignored, grid)
         prediction = prediction.to(map_dtype)
         # The ground truth at the analyzer's input size, built once for the update and the loss.
         truth, truth_ignored = self._one_hot_at_analyzer_size(target, ignored, grid, map_dtype)
         scalars: dict[str, Tensor] = {}
         if self.training_call():
             if self.update_due():
-                # The hard negative is the argmax of the probabilities (= of the logits). At full
-                # resolution they are laid out class-last, where the reduction is several times
-                # faster than over NCHW logits; on a coarse grid there are only NCHW logits, whose
-                # max (unlike argmax) is as fast as the class-last one.
-                source = prediction if grid is None else as_class_logits(logits)
-                predicted = source.detach().max(dim=1).indices
+                # The hard negative is the argmax of the probabilities (= of the logits). Op by op
+                # they are laid out class-last, where the reduction is several times faster than
+                # over NCHW logits; the fused pass keeps only NCHW logits, whose max (unlike their
+                # argmax) is about as fast as the class-last one.
+                source = probabilities if probabilities is not None else as_class_logits(logits)
+                predicted = source.to(map_dtype).detach().max(dim=1).indices
                 self._latest_update = self._update_analyzer(target, truth, predicted, ignored, grid)
             self.advance_schedule()
             scalars.update(self._latest_update)
@@ -364,25 +372,25 @@ class AdversarialStructureMatching(AnalyzerAdversary):
 
     def _prediction_and_cross_entropy(
         self, logits: Tensor, target: Tensor, ignored: Tensor | None, grid: CoarseGrid | None
-    ) -> tuple[Tensor, Tensor | None]:
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """The segmenter's probabilities at the analyzer's input size (``[B, C, H, W]`` at full
         resolution, the cell means ``[B, C, h, w]`` on a coarse grid; channels-last, float32 or
-        float64), and its CE term (a scalar; None when ``ce_weight`` is 0).
+        float64), its CE term (a scalar; None when ``ce_weight`` is 0), and the full-size
+        probabilities where they were built (None from the fused pass).
 
-        Full resolution: softmax, one copy to channels-last and the CE of the logits, op by op. On a
-        coarse grid: the cell means of the softmax and the CE from one fused pass
+        Op by op: softmax, one copy to channels-last (and their cell means), the CE of the logits. On
+        a coarse grid with ``fused_softmax``: the cell means and the CE from one pass
         (``asml.core.cell_softmax``), about a third of the full-size memory traffic.
         """
         with_ce = self.ce_weight > 0
-        if grid is None:
-            probabilities = class_probabilities(logits)
-            cross_entropy = (
-                cross_entropy_over_valid(as_class_logits(logits), target, self.ignore_index) if with_ce else None
-            )
-            return probabilities, cross_entropy
-        class_logits = as_class_logits(logits).to(loss_dtype(logits))
-        means, cross_entropy = softmax_cell_means(class_logits, target, grid.valid, grid.share, grid.stride, with_ce)
-        return means, cross_entropy
+        if grid is not None and self.fused_softmax:
+            class_logits = as_class_logits(logits).to(loss_dtype(logits))
+            means, cross_entropy = softmax_cell_means(class_logits, target, grid.valid, grid.share, grid.stride, with_ce)
+            return means, cross_entropy, None
+        probabilities = class_probabilities(logits)
+        cross_entropy = cross_entropy_over_valid(as_class_logits(logits), target, self.ignore_index) if with_ce else None
+        prediction = probabilities if grid is None else grid.average(probabilities.to(self._map_dtype(logits)))
+        return prediction, cross_entropy, probabilities
 
     def _segmenter_loss(
         self,
