@@ -94,6 +94,9 @@ def main() -> None:
         parser.error(f"--options: {error}")
     phases: dict[str, list[float]] = defaultdict(list)
     asm._update_analyzer = timed(asm._update_analyzer, phases["analyzer update (per update)"])  # type: ignore[method-assign]
+    asm._prediction_and_cross_entropy = timed(  # type: ignore[method-assign]
+        asm._prediction_and_cross_entropy, phases["softmax, its cell means and CE term, forward"]
+    )
     asm._segmenter_loss = timed(asm._segmenter_loss, phases["segmenter pass, forward"])  # type: ignore[method-assign]
 
     def asm_call() -> None:
@@ -132,7 +135,7 @@ def main() -> None:
     per_step = {name: 1000 * sum(values) / args.calls for name, values in timed_phases.items()}
     whole = per_step.pop("ASM+CE loss, whole call")
     per_step["analyzer update (share of steps)"] = per_step.pop("analyzer update (per update)")
-    per_step["rest: softmax, one-hot maps, argmax, checks"] = whole - sum(per_step.values())
+    per_step["rest: one-hot maps, argmax, checks"] = whole - sum(per_step.values())
     print(f"one analyzer update: {1000 * statistics.median(update):.1f} ms, on {len(update)} of {args.calls} calls")
     print(f"\n{'phase (mean per step)':<46}{'ms':>8}{'x CE step':>11}")
     for name, ms in per_step.items():

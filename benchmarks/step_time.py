@@ -59,6 +59,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default + bf16": {**ASM_DEFAULTS, "analyzer_precision": "bfloat16"},  # opt-in
     "default stride2": {**ASM_DEFAULTS, "analyzer_stride": 2},  # the analyzer at half resolution
     "default full resolution": {**ASM_DEFAULTS, "analyzer_stride": 1},  # PSPNet's default before issue 13
+    # PSPNet's default before the fused softmax: softmax, cell means and CE of the logits op by op.
+    "default stride2 op by op": {**ASM_DEFAULTS, "analyzer_stride": 2, "fused_softmax": False},
     "nine layers stride2": {**ALL_LAYERS_ASM, "analyzer_stride": 2},
 }
 

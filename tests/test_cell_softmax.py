@@ -29,7 +29,12 @@ def reference_cell_means(probabilities: torch.Tensor, valid: torch.Tensor | None
     out = torch.zeros(batch, classes, cells_high, cells_wide, dtype=probabilities.dtype)
     for row in range(cells_high):
         for column in range(cells_wide):
-            window = (slice(None), slice(None), slice(row * stride, (row + 1) * stride), slice(column * stride, (column + 1) * stride))
+            window = (
+                slice(None),
+                slice(None),
+                slice(row * stride, (row + 1) * stride),
+                slice(column * stride, (column + 1) * stride),
+            )
             cell = probabilities[window]
             keep = torch.ones_like(cell[:, :1]) if valid is None else valid[window].to(cell.dtype)
             count = keep.sum(dim=(1, 2, 3))
@@ -67,7 +72,9 @@ def test_values_and_gradient_equal_softmax_cell_means_and_cross_entropy_op_by_op
     height: int, width: int, stride: int, with_ignored: bool, dtype: torch.dtype, tolerance: float
 ) -> None:
     logits, target, grid = case(height, width, stride, with_ignored, dtype)
-    weights = torch.randn(2, 5, -(-height // stride), -(-width // stride), generator=torch.Generator().manual_seed(1), dtype=dtype)
+    weights = torch.randn(
+        2, 5, -(-height // stride), -(-width // stride), generator=torch.Generator().manual_seed(1), dtype=dtype
+    )
 
     fused_input = logits.clone().requires_grad_(True)
     means, cross_entropy = softmax_cell_means(fused_input, target, grid.valid, grid.share, stride, with_ce=True)
@@ -167,3 +174,33 @@ def test_the_op_by_op_path_is_the_cross_entropy_of_the_logits_bit_for_bit() -> N
 def test_a_non_boolean_fused_softmax_is_named_in_the_error(value: object) -> None:
     with pytest.raises(ValueError, match="fused_softmax must be true or false"):
         AdversarialStructureMatching(3, fused_softmax=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "bfloat16", "channels_last", "odd size"])
+def test_the_module_agrees_with_the_op_by_op_path_on_every_kind_of_logits(kind: str) -> None:
+    """1-channel sigmoid logits, bf16 logits (as under autocast), channels-last logits and a size the
+    cells do not tile: one training call agrees with ``fused_softmax=False`` to rounding."""
+    classes, size = (2, 24) if kind == "sigmoid" else (3, 25 if kind == "odd size" else 24)
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 1 if kind == "sigmoid" else classes, size, size, generator=generator)
+    if kind == "bfloat16":
+        logits = logits.bfloat16()
+    if kind == "channels_last":
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    masks = random_blob_masks(2, size, num_classes=classes, seed=3)
+    masks[:, :2] = 255
+    torch.manual_seed(0)
+    fused = AdversarialStructureMatching(classes, ce_weight=1.0, analyzer_stride=2, total_steps=10)
+    reference = copy.deepcopy(fused)
+    reference.fused_softmax = False
+    first, second = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    loss, expected = fused(first, masks), reference(second, masks)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    loss.backward()
+    expected.backward()
+    assert first.grad is not None and second.grad is not None
+    assert first.grad.dtype == logits.dtype
+    tolerance = 1e-2 if kind == "bfloat16" else 1e-6
+    torch.testing.assert_close(first.grad.float(), second.grad.float(), rtol=tolerance, atol=tolerance)
+    assert torch.all(first.grad.float()[:, :, :2] == 0)  # ignored rows: no gradient

@@ -70,6 +70,7 @@ def _released_every(base: str, every: int = 2, lr: float = 0.03, stride: int = 1
 # from one fused pass, paired with the op-by-op path re-run on the same machine (the earlier stride-2
 # records came from another machine), at each base's best lr for it.
 FUSED_PAIRS = [(PSPNET, 0.03), (KNIGHTS_PSPNET, 0.01)]
+SIX = (0, 1, 2, 3, 4, 5)
 
 
 # Cells compared in pairs with another ASM cell as well (a lever against the setting it changes).
@@ -90,7 +91,9 @@ ALSO_PAIRED_WITH = {
         for lr in (0.03, 0.01)
     },
     **{
-        _released_every(base, lr=lr, stride=2, fused=True).key(): _released_every(base, lr=lr, stride=2, fused=False).key()
+        _released_every(base, lr=lr, stride=2, fused=True).key(): _released_every(
+            base, lr=lr, stride=2, fused=False
+        ).key()
         for base, lr in FUSED_PAIRS
     },
 }
@@ -193,7 +196,14 @@ REAL_CELLS: list[Cell] = [  # trained seed by seed in this order (study.runs.tra
     # both ASM settings did best at 0.03 and were run there: the default at 0.03 too, seeds 0-1 (the
     # time left in the session; the lr-0.3 CE cells of MobileNetV2 and knights wait for it).
     replace(_released_every(BRAIN_256, lr=0.03), seeds=(0, 1)),
-    *(_released_every(base, lr=lr, stride=2, fused=fused) for base, lr in FUSED_PAIRS for fused in (False, True)),
+    # Brain: fused - op-by-op +0.1 +- 0.4 mIoU, -0.3 +- 0.8 BF; knights -0.8 +- 0.3, -0.5 +- 0.4, lower on
+    # all three seeds, where the op-by-op re-run itself came out +0.6 mIoU over its records from the
+    # other machine on all three. Rounding or a real loss? Three more seeds on knights.
+    *(
+        replace(_released_every(base, lr=lr, stride=2, fused=fused), seeds=SIX if base == KNIGHTS_PSPNET else THREE)
+        for base, lr in FUSED_PAIRS
+        for fused in (False, True)
+    ),
 ]
 
 

@@ -46,14 +46,16 @@ def softmax_cell_means(
         CE scalar or None; both differentiable in ``logits``.
     """
     if logits.dim() != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
-        raise ValueError(f"logits must be [B, C, H, W] and target [B, H, W]; got {list(logits.shape)}, {list(target.shape)}")
+        raise ValueError(
+            f"logits must be [B, C, H, W] and target [B, H, W]; got {list(logits.shape)}, {list(target.shape)}"
+        )
     means, cross_entropy = _SoftmaxCellMeans.apply(logits, target, valid, share, stride, with_ce)
     return means, (cross_entropy if with_ce else None)
 
 
 class _SoftmaxCellMeans(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         logits: Tensor,
         target: Tensor,
@@ -88,7 +90,9 @@ class _SoftmaxCellMeans(torch.autograd.Function):
         if with_ce:
             per_pixel = total.log_().add_(peak).sub_(logits.gather(1, labels))  # log-sum-exp - x[y]
             if valid is not None:
-                per_pixel = torch.where(valid, per_pixel, torch.zeros((), dtype=per_pixel.dtype, device=per_pixel.device))
+                per_pixel = torch.where(
+                    valid, per_pixel, torch.zeros((), dtype=per_pixel.dtype, device=per_pixel.device)
+                )
             cross_entropy = per_pixel.sum() / valid_pixels
         ctx.stride = stride
         ctx.with_ce = with_ce
@@ -97,7 +101,7 @@ class _SoftmaxCellMeans(torch.autograd.Function):
         return means, cross_entropy
 
     @staticmethod
-    def backward(  # type: ignore[override]
+    def backward(
         ctx: Any, grad_means: Tensor | None, grad_cross_entropy: Tensor | None
     ) -> tuple[Tensor | None, None, None, None, None, None]:
         probabilities, labels, valid, share, valid_pixels = ctx.saved_tensors
@@ -144,8 +148,9 @@ def _spread_over_cells(grad_means: Tensor, maps: Tensor, stride: int) -> Tensor:
     each pixel's share ``1 / pixels in its cell`` of its cell's gradient."""
     height, width = maps.shape[-2:]
     if height % stride or width % stride:
-        return torch.ops.aten.avg_pool2d_backward(
+        spread: Tensor = torch.ops.aten.avg_pool2d_backward(
             grad_means.contiguous(), maps, [stride, stride], [stride, stride], [0, 0], True, True, None
         )
+        return spread
     per_pixel = (grad_means / (stride * stride)).contiguous()
     return per_pixel.repeat_interleave(stride, dim=2).repeat_interleave(stride, dim=3)

@@ -385,10 +385,14 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         with_ce = self.ce_weight > 0
         if grid is not None and self.fused_softmax:
             class_logits = as_class_logits(logits).to(loss_dtype(logits))
-            means, cross_entropy = softmax_cell_means(class_logits, target, grid.valid, grid.share, grid.stride, with_ce)
+            means, cross_entropy = softmax_cell_means(
+                class_logits, target, grid.valid, grid.share, grid.stride, with_ce
+            )
             return means, cross_entropy, None
         probabilities = class_probabilities(logits)
-        cross_entropy = cross_entropy_over_valid(as_class_logits(logits), target, self.ignore_index) if with_ce else None
+        cross_entropy = (
+            cross_entropy_over_valid(as_class_logits(logits), target, self.ignore_index) if with_ce else None
+        )
         prediction = probabilities if grid is None else grid.average(probabilities.to(self._map_dtype(logits)))
         return prediction, cross_entropy, probabilities
 
