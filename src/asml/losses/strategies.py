@@ -52,7 +52,8 @@ ASM_DEFAULTS: dict[str, Any] = {"matched_layers": ("conv1", "conv2"), "analyzer_
 # Changes to ``ASM_DEFAULTS`` for a segmenter family (``asml.models`` names), which ``asml train``,
 # ``compare`` and ``demo`` apply by ``model.name``. PSPNet predicts at 1/8 of the input and upsamples 8x,
 # so the analyzer reading 2x2 cell means loses little of its prediction, and it takes the step from
-# 1.39-1.70x to 1.12-1.36x CE on this project's machine (docs/speed/README.md). On paired seeds
+# 1.39-1.70x to 1.12-1.36x CE on this project's machine, and the fused softmax (``fused_softmax``) on
+# to 1.13-1.21x (docs/speed/README.md). On paired seeds
 # against the default at full resolution it was level on both sets it was trained on, 9 pairs:
 # brain +0.1 +- 2.1 mIoU, +0.3 +- 1.8 BF;
 # knights at CE's best lr -0.2 +- 0.2, +0.5 +- 0.6, at 0.03 -0.1 +- 2.1, -0.1 +- 0.8 (docs/real/README.md);
