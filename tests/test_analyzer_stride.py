@@ -17,6 +17,7 @@ from asml import AdversarialStructureMatching
 from asml.core.label_maps import CoarseGrid
 from asml.core.losses import reconstruction_loss, soft_reconstruction_loss
 from asml.data import random_blob_masks
+from paired_training import paired_training_calls
 
 
 def blocky(size: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,17 +195,8 @@ def test_counting_the_shares_per_cell_trains_exactly_as_averaging_the_full_size_
     counted = AdversarialStructureMatching(4, ce_weight=1.0, analyzer_every=2, analyzer_stride=2, total_steps=10)
     averaged = copy.deepcopy(counted)
     averaged._one_hot_at_analyzer_size = old_path.__get__(averaged)  # type: ignore[method-assign]
-    for call in range(4):
-        masks = random_blob_masks(2, 33, num_classes=4, seed=call)
-        if with_ignored:
-            masks[:, :3] = 255
-        logits = torch.randn(2, 4, 33, 33, generator=torch.Generator().manual_seed(call))
-        first, second = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
-        loss, expected = counted(first, masks), averaged(second, masks)
+    for loss, expected, grad, expected_grad in paired_training_calls(counted, averaged, 33, with_ignored):
         assert torch.equal(loss, expected)
-        loss.backward()
-        expected.backward()
-        assert first.grad is not None and second.grad is not None
-        assert torch.equal(first.grad, second.grad)
+        assert torch.equal(grad, expected_grad)
         for p, q in zip(counted.analyzer.parameters(), averaged.analyzer.parameters(), strict=True):
             assert torch.equal(p, q)

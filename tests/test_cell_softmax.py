@@ -18,6 +18,7 @@ from asml import AdversarialStructureMatching
 from asml.core.cell_softmax import softmax_cell_means
 from asml.core.label_maps import CoarseGrid
 from asml.data import random_blob_masks
+from paired_training import paired_training_calls
 
 SIZES_AND_STRIDES = [(16, 16, 2), (17, 15, 2), (15, 18, 3), (16, 16, 4), (12, 12, 3)]
 
@@ -145,19 +146,10 @@ def test_the_module_on_a_coarse_grid_trains_as_the_op_by_op_path_to_rounding(wit
     fused = AdversarialStructureMatching(4, ce_weight=1.0, analyzer_every=2, analyzer_stride=2, total_steps=10)
     reference = copy.deepcopy(fused)
     reference.fused_softmax = False
-    for call in range(4):
-        masks = random_blob_masks(2, 34, num_classes=4, seed=call)
-        if with_ignored:
-            masks[:, :3] = 255
-        logits = torch.randn(2, 4, 34, 34, generator=torch.Generator().manual_seed(call))
-        first, second = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
-        loss, expected = fused(first, masks), reference(second, masks)
+    for loss, expected, grad, expected_grad in paired_training_calls(fused, reference, 34, with_ignored):
         torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(fused.latest["ce"], reference.latest["ce"], rtol=1e-6, atol=1e-6)
-        loss.backward()
-        expected.backward()
-        assert first.grad is not None and second.grad is not None
-        torch.testing.assert_close(first.grad, second.grad, rtol=1e-4, atol=1e-8)
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-8)
         for p, q in zip(fused.analyzer.parameters(), reference.analyzer.parameters(), strict=True):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
 

@@ -216,7 +216,7 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         logits = self._without_ignored(logits, ignored)
         map_dtype = self._map_dtype(logits)
         grid = self._grid(ignored, map_dtype)
-        prediction, cross_entropy, probabilities = self._prediction_and_cross_entropy(logits, target, ignored, grid)
+        prediction, cross_entropy, probabilities = self._prediction_and_cross_entropy(logits, target, grid, map_dtype)
         prediction = prediction.to(map_dtype)
         # The ground truth at the analyzer's input size, built once for the update and the loss.
         truth, truth_ignored = self._one_hot_at_analyzer_size(target, ignored, grid, map_dtype)
@@ -371,7 +371,7 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         )
 
     def _prediction_and_cross_entropy(
-        self, logits: Tensor, target: Tensor, ignored: Tensor | None, grid: CoarseGrid | None
+        self, logits: Tensor, target: Tensor, grid: CoarseGrid | None, map_dtype: torch.dtype
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """The segmenter's probabilities at the analyzer's input size (``[B, C, H, W]`` at full
         resolution, the cell means ``[B, C, h, w]`` on a coarse grid; channels-last, float32 or
@@ -393,7 +393,7 @@ class AdversarialStructureMatching(AnalyzerAdversary):
         cross_entropy = (
             cross_entropy_over_valid(as_class_logits(logits), target, self.ignore_index) if with_ce else None
         )
-        prediction = probabilities if grid is None else grid.average(probabilities.to(self._map_dtype(logits)))
+        prediction = probabilities if grid is None else grid.average(probabilities.to(map_dtype))
         return prediction, cross_entropy, probabilities
 
     def _segmenter_loss(
